@@ -1,0 +1,110 @@
+"The runner end to end: a cold run, the run record, cache hits, --force, --steps, failure, --resume, the gate."
+import json, time
+from pathlib import Path
+import pytest
+from conftest import load_run, run_id_of
+from mlnb.core import folder_digests, sha256_file
+from mlnb.steps import STEP_NAMES
+
+def test_cold_run_record(first_run):
+    run_dir, rec, res, _ = first_run
+    assert rec["status"] == "ok" and rec["finished"]
+    assert list(rec["steps"]) == list(STEP_NAMES)
+    for name, s in rec["steps"].items():
+        assert s["status"] == "ok", name
+        assert len(s["fingerprint"]) == 64 and s["duration_s"] > 0
+        assert (run_dir/s["notebook"]).is_file(), f"{name}: executed notebook missing"
+        assert s["outputs"] == folder_digests(run_dir/name), f"{name}: recorded output digests do not match the files"
+        assert s["wandb"]["status"] == "logged" and s["wandb"]["id"]
+        assert f"{name}" in res.stdout
+    # inputs are exactly the upstream outputs
+    assert rec["steps"]["03_train"]["inputs"] == {"02_features": rec["steps"]["02_features"]["outputs"]}
+    assert rec["config"]["tune"]["n_trials"] == 3
+
+def test_run_outputs(first_run, project):
+    run_dir, rec, _, _ = first_run
+    manifest = json.loads((run_dir/"00_data"/"manifest.json").read_text())
+    assert manifest["sha256"] == sha256_file(run_dir/"00_data"/"snapshot.parquet")
+    assert "email" not in manifest["columns"] and "phone" not in manifest["columns"]
+    for split in ("train", "valid", "test"): assert (run_dir/"02_features"/f"{split}.parquet").is_file()
+    assert json.loads((run_dir/"05_evaluate"/"gate.json").read_text())["passed"] is True
+    for plot in ("roc", "shap_summary"): assert (run_dir/"05_evaluate"/"plots"/f"{plot}.png").stat().st_size > 1000
+    version = project/"registry"/"churn"/"v1"
+    assert sorted(p.name for p in version.iterdir()) == ["checksums.json", "metadata.json", "model.txt", "model_card.md", "preprocessing.json", "signature.json"]
+    assert not list(version.rglob("*.pkl")) and not list(version.rglob("*.pickle"))
+    assert json.loads((project/"registry"/"churn"/"aliases.json").read_text()) == {"production": "v1"}
+    meta = json.loads((version/"metadata.json").read_text())
+    assert meta["run_id"] == "first" and meta["data"]["sha256"] == manifest["sha256"] and meta["features"]
+    deploy = json.loads((run_dir/"07_deploy"/"deploy.json").read_text())
+    assert deploy["smoke"]["checks"] == {"health": True, "parity": True, "rejects_bad_input": True}
+
+def test_cached_rerun_reuses_every_step(first_run, project, cli):
+    _, _, _, cold = first_run
+    t = time.perf_counter()
+    res = cli("run", cwd=project)
+    warm = time.perf_counter() - t
+    assert res.returncode == 0, res.stdout + res.stderr
+    rec = load_run(project, run_id_of(res))
+    reused = [n for n, s in rec["steps"].items() if s["status"] == "reused"]
+    assert reused == list(STEP_NAMES[:-1]), "every cacheable step (all but 07_deploy) should be reused"
+    assert rec["steps"]["07_deploy"]["status"] == "ok"
+    assert res.stdout.count("reused  from run") == 7
+    for n in reused:
+        assert rec["steps"][n]["outputs"] == folder_digests(project/"runs"/rec["run_id"]/n)
+    assert warm < cold, f"a cached re-run ({warm:.1f}s) should be faster than the cold run ({cold:.1f}s)"
+
+def test_force_reruns_and_override_invalidates(first_run, project, cli):
+    res = cli("run", "--steps", "03", "--force", cwd=project)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rec = load_run(project, run_id_of(res))
+    assert rec["steps"]["03_train"]["status"] == "ok"
+    assert rec["steps"]["00_data"]["status"] == rec["steps"]["02_features"]["status"] == "reused"
+    assert rec["steps"]["04_tune"]["status"] == "pending"
+    res = cli("run", "--steps", "02-04", "-p", "tune.n_trials=2", cwd=project)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rec = load_run(project, run_id_of(res))
+    assert [rec["steps"][n]["status"] for n in ("02_features", "03_train", "04_tune")] == ["reused", "reused", "ok"]
+
+def test_steps_without_cache_say_what_to_include(cli, tmp_path):
+    from conftest import write_config
+    write_config(tmp_path)
+    res = cli("run", "--steps", "03", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "step 00_data is needed by the chosen steps but has no cached result" in res.stdout
+    assert "--steps 00-03" in res.stdout
+
+def test_failure_then_resume(project, cli, tmp_path):
+    blocker = tmp_path/"registry"
+    blocker.write_text("not a folder")                       # step 06 cannot create the registry here
+    res = cli("run", "-p", f"package.registry={blocker}", "--run-id", "broken", cwd=project)
+    assert res.returncode == 1
+    run_dir = project/"runs"/"broken"
+    notebook = run_dir/"06_package"/"06_package.ipynb"
+    assert "FAILED" in res.stdout and f"step 06_package, cell" in res.stdout and str(notebook) in res.stdout
+    assert "NotADirectoryError" in res.stdout or "FileExistsError" in res.stdout
+    assert "mlnb run --resume broken" in res.stdout
+    assert notebook.is_file(), "the executed notebook of the failed step must be kept"
+    rec = load_run(project, "broken")
+    assert rec["status"] == "failed" and rec["steps"]["06_package"]["status"] == "failed"
+    assert rec["steps"]["06_package"]["error"]["cell"] is not None
+    assert rec["steps"]["07_deploy"]["status"] == "pending"
+    before = {n: rec["steps"][n]["finished"] for n in STEP_NAMES[:6]}
+    blocker.unlink()
+    res = cli("run", "--resume", "broken", cwd=project)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rec = load_run(project, "broken")
+    assert rec["status"] == "ok" and rec["resumed"] == 1
+    assert {n: rec["steps"][n].get("finished") for n in STEP_NAMES[:6]} == before, "steps before the failure must not re-run"
+    assert rec["steps"]["06_package"]["status"] == rec["steps"]["07_deploy"]["status"] == "ok"
+    assert json.loads((blocker/"churn"/"aliases.json").read_text()) == {"production": "v1"}
+
+def test_failed_gate_keeps_production(first_run, project, cli):
+    aliases = project/"registry"/"churn"/"aliases.json"
+    before = aliases.read_text()
+    res = cli("run", "-p", "evaluate.min_improvement=0.9", "-p", "tune.n_trials=2", cwd=project)
+    assert res.returncode == 1
+    assert "failed its quality gate" in res.stdout and "production stays v1" in res.stdout
+    assert aliases.read_text() == before
+    rec = load_run(project, run_id_of(res))
+    assert rec["steps"]["05_evaluate"]["summary"]["gate"]["passed"] is False
+    assert rec["steps"]["07_deploy"]["status"] == "failed"
