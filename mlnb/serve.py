@@ -6,7 +6,7 @@
 __all__ = ['polars_dtype', 'request_model', 'records_frame', 'create_app', 'app_from_env', 'batch_score', 'score_file',
            'free_port', 'running_service', 'smoke_test', 'run_deploy']
 
-# %% ../nbs/07_deploy.ipynb #4c04bfe1
+# %% ../nbs/07_deploy.ipynb #8b94ba41
 import contextlib, datetime as dt, json, os, socket, subprocess, sys, tempfile, time, uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from .core import MlnbError, atomic_path, load_json, save_json
 from .registry import ModelPackage, read_aliases, resolve, set_alias
 from .steps import open_step
 
-# %% ../nbs/07_deploy.ipynb #018e78a7
+# %% ../nbs/07_deploy.ipynb #44ea599d
 _PY = {"String": str, "Boolean": bool, "Date": dt.date}
 
 def polars_dtype(name:str)->pl.DataType:
@@ -37,7 +37,7 @@ def records_frame(records:list[BaseModel], signature:dict)->pl.DataFrame:
     schema = {c["name"]: polars_dtype(c["dtype"]) for c in signature["inputs"]}
     return pl.DataFrame([r.model_dump(by_alias=True) for r in records], schema=schema, orient="row")
 
-# %% ../nbs/07_deploy.ipynb #4c826a30
+# %% ../nbs/07_deploy.ipynb #7758c9d6
 def create_app(package:ModelPackage, max_records:int=10_000):
     "FastAPI app serving one model package."
     from fastapi import FastAPI
@@ -61,7 +61,7 @@ def app_from_env():
     "App factory for uvicorn: serves the package folder named by `MLNB_MODEL_DIR`."
     return create_app(ModelPackage(os.environ["MLNB_MODEL_DIR"]))
 
-# %% ../nbs/07_deploy.ipynb #f3f2610d
+# %% ../nbs/07_deploy.ipynb #e7c22d83
 def batch_score(package:ModelPackage, rows:pl.DataFrame, chunk:int=100_000, keep:list[str]=())->pl.DataFrame:
     "Predictions for every row, computed chunk by chunk."
     parts = []
@@ -86,7 +86,7 @@ def score_file(package:ModelPackage, src:str|Path, dest:str|Path, chunk:int=100_
     with atomic_path(dest) as tmp: out.write_parquet(tmp) if dest.suffix == ".parquet" else out.write_csv(tmp)
     return out.height
 
-# %% ../nbs/07_deploy.ipynb #ce9a9889
+# %% ../nbs/07_deploy.ipynb #f5b84c6c
 def free_port(host:str="127.0.0.1")->int:
     "A TCP port that is free on `host` right now."
     with socket.socket() as s: s.bind((host, 0)); return s.getsockname()[1]
@@ -118,7 +118,7 @@ def running_service(model_dir:str|Path, host:str="127.0.0.1", port:int|None=None
         except subprocess.TimeoutExpired: proc.kill(); proc.wait()
         log.close()
 
-# %% ../nbs/07_deploy.ipynb #bb8a250f
+# %% ../nbs/07_deploy.ipynb #a0c9ddda
 def smoke_test(url:str, package:ModelPackage, rows:pl.DataFrame)->dict:
     "Check a live service against batch scoring; returns the results, raises on any failure."
     import httpx
@@ -139,7 +139,7 @@ def smoke_test(url:str, package:ModelPackage, rows:pl.DataFrame)->dict:
                         fix="see the calls printed above; the model was not promoted.")
     return dict(checks=checks, rows=rows.height)
 
-# %% ../nbs/07_deploy.ipynb #4bb1de4e
+# %% ../nbs/07_deploy.ipynb #d837b3a5
 def run_deploy(config_path:str|None=None, run_dir:str|None=None)->dict:
     "Step 07: batch-score the test split, smoke-test the live service, promote if the gate passed."
     run = open_step("07_deploy", config_path, run_dir)
