@@ -55,7 +55,7 @@ def _churn_sources()->list[Source]:
 
 class Synthetic(Strict):
     "The built-in churn generator; it writes the sources only when they are missing."
-    rows: int = Field(20_000, ge=100)           # customers to generate
+    rows: int = Field(200_000, ge=100)          # customers to generate (200k: `make run` takes about two minutes)
     seed: int = 0                               # generator seed: same seed, same files
     drift: float = Field(0.0, ge=0, le=1)       # 0 = reference behaviour, 1 = strongly shifted population
     dir: str = "data/churn"                     # where the sources are written

@@ -8,7 +8,7 @@ import datetime as dt, glob, os, re, shutil, sqlite3, tempfile
 from pathlib import Path
 import numpy as np
 import polars as pl
-from .core import MlnbError, atomic_path, save_json, sha256_file
+from .core import MlnbError, atomic_path, load_json, save_json, sha256_file
 from .config import Source, Synthetic
 from .steps import open_step
 
@@ -64,20 +64,26 @@ SYNTHETIC_FILES = ("customers.db", "billing.csv", "events")
 
 def _write_sqlite(df:pl.DataFrame, path:Path, table:str):
     "Write `df` to a new SQLite table (standard library only)."
-    with sqlite3.connect(path) as con:
+    con = sqlite3.connect(path)
+    with con:
         cols = ", ".join(f'"{c}"' for c in df.columns)
         con.execute(f'CREATE TABLE "{table}" ({cols})')
         con.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * df.width)})', df.iter_rows())
     con.close()
 
 def write_churn_sources(syn:Synthetic)->Path:
-    "Generate the churn sources into `syn.dir` unless they are already there."
-    target = Path(syn.dir)
-    if all((target/f).exists() for f in SYNTHETIC_FILES): return target
+    "Generate the churn sources into `syn.dir` unless they are already there (made with the same settings)."
+    target, params = Path(syn.dir), dict(rows=syn.rows, seed=syn.seed, drift=syn.drift)
+    if all((target/f).exists() for f in SYNTHETIC_FILES):
+        made = load_json(target/"generator.json") if (target/"generator.json").exists() else params
+        if made != params:
+            raise MlnbError(f"the synthetic data there was generated with {made}, but the config asks for {params}", where=str(target),
+                            fix="delete the folder to regenerate it, or point data.synthetic.dir and the source paths at another folder.")
+        return target
     if target.exists() and any(target.iterdir()):
         raise MlnbError(f"the folder exists but lacks some of {', '.join(SYNTHETIC_FILES)}", where=str(target),
                         fix="delete the folder to regenerate the synthetic data, or set data.synthetic: null to use your own files.")
-    print(f"generating {syn.rows:,} synthetic customers into {target} (seed {syn.seed}, drift {syn.drift})")
+    print(f"generating {syn.rows:,} synthetic customers into {target} (seed {syn.seed}, drift {syn.drift})", flush=True)
     t = generate_churn(syn.rows, syn.seed, syn.drift)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -87,6 +93,7 @@ def write_churn_sources(syn:Synthetic)->Path:
         (tmp/"events").mkdir()
         for (month,), part in t["events"].group_by(pl.col("ts").dt.strftime("%Y-%m"), maintain_order=True):
             part.write_ndjson(tmp/"events"/f"events-{month}.jsonl")
+        save_json(params, tmp/"generator.json")
         if target.exists(): target.rmdir()   # empty, checked above
         os.replace(tmp, target)
     finally:

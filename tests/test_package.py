@@ -50,3 +50,11 @@ def test_step_notebooks_have_a_parameters_cell():
         tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{nb_path.name}: needs exactly one cell tagged 'parameters'"
         assert "".join(tagged[0]["source"]).split() == ["config_path", "=", "None", "run_dir", "=", "None"], nb_path.name
+
+def test_docs_sidebar_lists_every_notebook():
+    import yaml
+    side = yaml.safe_load((ROOT/"nbs"/"sidebar.yml").read_text())["website"]["sidebar"]["contents"]
+    listed = [x for item in side for x in (item["contents"] if isinstance(item, dict) else [item])]
+    assert sorted(listed) == sorted(p.name for p in (ROOT/"nbs").glob("*.ipynb"))
+    quarto = yaml.safe_load((ROOT/"nbs"/"_quarto.yml").read_text())
+    assert "sidebar.yml" in quarto["metadata-files"] and (ROOT/"nbs"/quarto["format"]["html"]["css"]).is_file()
