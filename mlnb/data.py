@@ -170,7 +170,7 @@ def save_snapshot(df:pl.DataFrame, path:str|Path, sources:list[Source], dropped:
     with atomic_path(path) as tmp: df.write_parquet(tmp, compression="zstd", statistics=True)
     sha = sha256_file(path)
     manifest = dict(id=sha[:12], sha256=sha, rows=df.height, columns={c: str(t) for c, t in df.schema.items()},
-                    pii_dropped=list(dropped), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    pii_dropped=list(dropped),
                     sources=[dict(name=s.name, kind=s.kind, query=s.query,
                                   files=[dict(path=str(f), sha256=sha256_file(f)) for f in source_files(s)]) for s in sources])
     save_json(manifest, path.with_name("manifest.json"))

@@ -11,8 +11,9 @@ from .config import Config, load_config, save_config
 from .steps import STEPS, STEP_NAMES, Step, get_step, notebooks_dir
 
 # %% auto #0
-__all__ = ['SHARED_MODULES', 'parse_steps', 'code_digest', 'fingerprint', 'now', 'new_run_id', 'new_record', 'find_cached',
-           'link_tree', 'StepFailed', 'ipc_kernel', 'execute_step', 'cell_seconds', 'run_pipeline']
+__all__ = ['SHARED_MODULES', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests', 'fingerprint',
+           'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree', 'StepFailed', 'ipc_kernel', 'execute_step',
+           'cell_seconds', 'run_pipeline']
 
 # %% ../nbs/14_runner.ipynb #1ac78743
 def parse_steps(spec:str|None)->list[Step]:
@@ -29,21 +30,48 @@ def parse_steps(spec:str|None)->list[Step]:
     return [s for s in STEPS if s.name in chosen]
 
 # %% ../nbs/14_runner.ipynb #8c1f7c09
+def _is_export(cell:dict)->bool:
+    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    return any(re.match(r"^#\|\s*(export|exports|default_exp)\b", l.strip()) for l in src.splitlines())
+
+def pipeline_notebook(step:Step)->dict:
+    "The step notebook as the pipeline runs it: markdown, exported cells, and everything from the parameters cell on."
+    nb = json.loads((notebooks_dir()/step.notebook).read_text(encoding="utf-8"))
+    cells = nb["cells"]
+    start = next((i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if start is None: raise MlnbError(f"{step.notebook} has no cell tagged 'parameters'", where=str(notebooks_dir()/step.notebook),
+                                      fix="tag the cell holding config_path and run_dir with 'parameters'.")
+    nb["cells"] = [c for i, c in enumerate(cells) if i >= start or c["cell_type"] == "markdown" or (c["cell_type"] == "code" and _is_export(c))]
+    return nb
+
+# %% ../nbs/14_runner.ipynb #163549ca
 SHARED_MODULES = ("core", "config", "steps")
 
 def code_digest(step:Step)->str:
-    "Digest of the step notebook's code cells and the shared library modules."
-    nb = json.loads((notebooks_dir()/step.notebook).read_text(encoding="utf-8"))
-    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    "Digest of the cells the pipeline executes for `step` and the shared library modules."
+    cells = ["".join(c["source"]) for c in pipeline_notebook(step)["cells"] if c["cell_type"] == "code"]
     lib = Path(notebooks_dir()).parent/"mlnb"
     return digest(cells, [sha256_file(lib/f"{m}.py") for m in (step.module, *SHARED_MODULES)])
 
-def fingerprint(step:Step, cfg:Config, upstream:dict[str,dict])->str:
-    "Digest of code + config sections + upstream output digests."
-    sections = {k: cfg.section(k) if k != "seed" else cfg.seed for k in step.sections}
-    return digest(step.name, code_digest(step), sections, {u: upstream[u] for u in step.upstream})
+def config_keys(cfg:Config, keys:tuple)->dict:
+    "The values of config sections or dotted keys, as plain data."
+    data = cfg.model_dump(mode="json", by_alias=True)
+    out = {}
+    for key in keys:
+        value = data
+        for part in key.split("."): value = value[part]
+        out[key] = value
+    return out
 
-# %% ../nbs/14_runner.ipynb #163549ca
+def input_digests(step:Step, outputs:dict[str,dict])->dict[str,str]:
+    "sha256 of each file `step` reads, from the upstream steps' recorded outputs."
+    return {i: outputs[i.split("/")[0]][i.split("/", 1)[1]] for i in step.inputs}
+
+def fingerprint(step:Step, cfg:Config, outputs:dict[str,dict])->str:
+    "Digest of code + config keys + the digests of the files the step reads."
+    return digest(step.name, code_digest(step), config_keys(cfg, step.sections), input_digests(step, outputs))
+
+# %% ../nbs/14_runner.ipynb #5a2af258
 def now()->str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 def new_run_id()->str:
@@ -56,13 +84,16 @@ def new_record(run_id:str, cfg:Config, config_file:str, overrides:list[str], ste
                 overrides=list(overrides), selected=[s.name for s in steps], config=cfg.model_dump(mode="json", by_alias=True),
                 steps={s.name: dict(status="pending") for s in STEPS}, timings={})
 
-# %% ../nbs/14_runner.ipynb #b0222e64
+# %% ../nbs/14_runner.ipynb #569952ff
 def find_cached(runs_dir:Path, step:str, fp:str, skip:str|None=None)->tuple[Path, dict]|None:
     "The newest earlier run holding an intact, successful result of `step` with fingerprint `fp`."
-    for rj in sorted(Path(runs_dir).glob("*/run.json"), reverse=True):
+    records = []
+    for rj in Path(runs_dir).glob("*/run.json"):
         if rj.parent.name == skip: continue
-        try: rec = json.loads(rj.read_text())["steps"].get(step, {})
-        except (OSError, ValueError, KeyError): continue
+        try: run = json.loads(rj.read_text())
+        except (OSError, ValueError): continue
+        records.append((run.get("created", ""), rj, run.get("steps", {}).get(step, {})))
+    for _, rj, rec in sorted(records, key=lambda r: (r[0], r[1].parent.name), reverse=True):
         if rec.get("fingerprint") == fp and rec.get("status") in ("ok", "reused") and (rj.parent/step).is_dir():
             if folder_digests(rj.parent/step) == rec.get("outputs"): return rj.parent, rec
     return None
@@ -76,7 +107,7 @@ def _same_fs(a, b)->bool:
     try: return os.stat(a).st_dev == os.stat(Path(b).parent).st_dev
     except OSError: return False
 
-# %% ../nbs/14_runner.ipynb #fc8310de
+# %% ../nbs/14_runner.ipynb #4f6e849e
 class StepFailed(MlnbError):
     "A step notebook raised: names the step, the notebook and the cell."
     def __init__(self, step:str, notebook:Path, cell:int|None, source:str, error:str):
@@ -104,9 +135,11 @@ def execute_step(step:Step, config_path:Path, run_dir:Path, cwd:Path|None=None)-
     import papermill as pm
     out = run_dir/step.name/step.notebook
     out.parent.mkdir(parents=True, exist_ok=True)
+    src = Path(tempfile.mkdtemp(prefix="mlnb-nb-"))/step.notebook
+    src.write_text(json.dumps(pipeline_notebook(step)), encoding="utf-8")
     try:
         with ipc_kernel() as km:
-            pm.execute_notebook(str(notebooks_dir()/step.notebook), str(out), kernel_name="python3", progress_bar=False, km=km,
+            pm.execute_notebook(str(src), str(out), kernel_name="python3", progress_bar=False, km=km,
                                 parameters=dict(config_path=str(config_path), run_dir=str(run_dir)), cwd=str(cwd or out.parent),
                                 log_output=False)
     except pm.PapermillExecutionError as e:
@@ -115,6 +148,7 @@ def execute_step(step:Step, config_path:Path, run_dir:Path, cwd:Path|None=None)-
             frames = [_ANSI.sub("", t) for t in e.traceback if "File " in _ANSI.sub("", t)]
             if frames: error += "\n  raised at: " + frames[-1].strip().splitlines()[0]
         raise StepFailed(step.name, out, e.exec_count, e.source, error) from None
+    finally: shutil.rmtree(src.parent, ignore_errors=True)
     return out
 
 def cell_seconds(notebook:Path)->float:
@@ -122,7 +156,7 @@ def cell_seconds(notebook:Path)->float:
     nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
     return sum(c.get("metadata", {}).get("papermill", {}).get("duration") or 0 for c in nb["cells"])
 
-# %% ../nbs/14_runner.ipynb #30c31087
+# %% ../nbs/14_runner.ipynb #d5ab9506
 def _closure(steps:list[Step])->list[Step]:
     "The chosen steps plus everything upstream of them, in pipeline order."
     need = {s.name for s in steps}
@@ -130,7 +164,7 @@ def _closure(steps:list[Step])->list[Step]:
         if s.name in need: need |= set(s.upstream)
     return [s for s in STEPS if s.name in need]
 
-# %% ../nbs/14_runner.ipynb #d5ab9506
+# %% ../nbs/14_runner.ipynb #0a274e08
 def _start(config_path, overrides, steps, resume, run_id):
     "Load or create the run folder and its record; return (cfg, run_dir, config_file, record, chosen steps)."
     if resume:
@@ -154,7 +188,7 @@ def _start(config_path, overrides, steps, resume, run_id):
     config_file = save_config(cfg, run_dir/"config.yaml")
     return cfg, run_dir, config_file, new_record(run_dir.name, cfg, config_path, overrides, chosen), chosen
 
-# %% ../nbs/14_runner.ipynb #a25a8f41
+# %% ../nbs/14_runner.ipynb #ddccdb50
 def _say(msg:str): print(msg, flush=True)
 
 def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
@@ -212,7 +246,7 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
         wandb_id = None if mode == "disabled" else f"{run_dir.name[-4:]}{secrets.token_hex(3)}-{step.name[:2]}"
         srec.update(status="ok", finished=now(), duration_s=round(duration, 3), compute_s=step_rec.get("compute_s"),
                     cells_s=round(cells, 3), overhead_s=round(duration - cells, 3),
-                    inputs={u: outputs[u] for u in step.upstream}, outputs=outputs[step.name], metrics=step_rec["metrics"],
+                    inputs=input_digests(step, outputs), outputs=outputs[step.name], metrics=step_rec["metrics"],
                     summary=step_rec.get("summary", {}), wandb=dict(id=wandb_id, mode=mode, status="queued" if wandb_id else "disabled"))
         save_json(record, run_dir/"run.json")
         if wandb_id: mirror.submit(step.name, wandb_id)

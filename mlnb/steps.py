@@ -21,25 +21,31 @@ class Step:
     name: str               # notebook stem, e.g. "03_train"; also the step's folder in a run
     module: str             # mlnb module holding the entry point
     entry: str              # function `entry(config_path, run_dir)` that runs the step
-    upstream: tuple = ()    # steps whose outputs this step reads
-    sections: tuple = ()    # top-level config keys in its fingerprint
+    inputs: tuple = ()      # the upstream files it reads, as "step/file"
+    sections: tuple = ()    # config keys in its fingerprint: sections (`train`) or dotted keys (`train.task`)
     cache: bool = True      # False: always re-run (steps with effects beyond the run folder)
 
     @property
     def notebook(self)->str: return f"{self.name}.ipynb"
+    @property
+    def upstream(self)->tuple: return tuple(dict.fromkeys(i.split("/")[0] for i in self.inputs))
     def function(self)->Callable:
         "The step's entry point, imported on demand."
         return getattr(importlib.import_module(f"mlnb.{self.module}"), self.entry)
 
+_SPLITS = ("02_features/train.parquet", "02_features/valid.parquet", "02_features/preprocessing.json", "02_features/split.json")
 STEPS = (
-    Step("00_data",     "data",     "run_data",     (),                                       ("data",)),
-    Step("01_validate", "validate", "run_validate", ("00_data",),                             ("data", "validate")),
-    Step("02_features", "features", "run_features", ("00_data",),                             ("seed", "data", "features")),
-    Step("03_train",    "train",    "run_train",    ("02_features",),                         ("seed", "data", "train")),
-    Step("04_tune",     "tune",     "run_tune",     ("02_features",),                         ("seed", "data", "train", "tune")),
-    Step("05_evaluate", "evaluate", "run_evaluate", ("02_features", "03_train", "04_tune"),    ("seed", "data", "evaluate")),
-    Step("06_package",  "registry", "run_package",  ("00_data", "02_features", "04_tune", "05_evaluate"), ("data", "package")),
-    Step("07_deploy",   "serve",    "run_deploy",   ("02_features", "05_evaluate", "06_package"), ("package", "deploy"), cache=False),
+    Step("00_data",     "data",     "run_data",     (),                                        ("data",)),
+    Step("01_validate", "validate", "run_validate", ("00_data/snapshot.parquet",),             ("data", "validate")),
+    Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "train.task")),
+    Step("03_train",    "train",    "run_train",    _SPLITS,                                   ("seed", "data", "train")),
+    Step("04_tune",     "tune",     "run_tune",     _SPLITS,                                   ("seed", "data", "train", "tune")),
+    Step("05_evaluate", "evaluate", "run_evaluate", ("02_features/test.parquet", *_SPLITS[2:], "03_train/baseline.json", "04_tune/model.txt"),
+         ("seed", "data", "evaluate")),
+    Step("06_package",  "registry", "run_package",  ("00_data/manifest.json", *_SPLITS[2:], "04_tune/model.txt", "04_tune/best_params.json",
+                                                     "05_evaluate/metrics.json", "05_evaluate/gate.json"), ("seed", "data", "package")),
+    Step("07_deploy",   "serve",    "run_deploy",   ("02_features/test.parquet", "05_evaluate/gate.json", "06_package/registered.json"),
+         ("data", "package", "deploy"), cache=False),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 
@@ -78,6 +84,9 @@ class StepRun:
 
     def input(self, step:str, name:str)->Path:
         "Path of output `name` of upstream `step`; a clear error if it is missing."
+        if f"{step}/{name}" not in self.step.inputs:   # a read the fingerprint would not cover
+            raise MlnbError(f"step {self.step.name} reads {step}/{name}, which its entry in STEPS does not declare",
+                            fix="add it to the step's `inputs` in mlnb.steps.STEPS.")
         path = self.run_dir/step/name
         if not path.exists():
             raise MlnbError(f"step {self.step.name} needs {step}/{name}, which is missing", where=str(self.run_dir),

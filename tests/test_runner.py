@@ -18,7 +18,8 @@ def test_cold_run_record(first_run):
         assert s["wandb"]["status"] == "logged" and s["wandb"]["id"]
         assert f"{name}" in res.stdout
     # inputs are exactly the upstream outputs
-    assert rec["steps"]["03_train"]["inputs"] == {"02_features": rec["steps"]["02_features"]["outputs"]}
+    outs = rec["steps"]["02_features"]["outputs"]
+    assert rec["steps"]["03_train"]["inputs"] == {f"02_features/{f}": outs[f] for f in ("train.parquet", "valid.parquet", "preprocessing.json", "split.json")}
     assert rec["config"]["tune"]["n_trials"] == 3
 
 def test_run_outputs(first_run, project):
@@ -108,3 +109,12 @@ def test_failed_gate_keeps_production(first_run, project, cli):
     rec = load_run(project, run_id_of(res))
     assert rec["steps"]["05_evaluate"]["summary"]["gate"]["passed"] is False
     assert rec["steps"]["07_deploy"]["status"] == "failed"
+
+def test_cache_survives_an_equivalent_newer_upstream_result(first_run, project, cli):
+    "Re-running step 00 alone makes a newer, byte-identical snapshot: downstream steps must still be reused."
+    res = cli("run", "--steps", "00", "--force", cwd=project)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = cli("run", cwd=project)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rec = load_run(project, run_id_of(res))
+    assert [n for n, s in rec["steps"].items() if s["status"] == "reused"] == list(STEP_NAMES[:-1])
