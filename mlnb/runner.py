@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_runner.ipynb #b35dfc43
 from __future__ import annotations
-import contextlib, datetime as dt, json, os, re, secrets, shutil, sys, tempfile, time
+import contextlib, datetime as dt, json, os, re, secrets, shutil, sys, tempfile, threading, time
 from pathlib import Path
 from .core import MlnbError, digest, folder_digests, load_json, save_json, sha256_file
 from .config import Config, load_config, save_config
@@ -12,8 +12,8 @@ from .steps import STEPS, STEP_NAMES, Step, get_step, notebooks_dir
 
 # %% auto #0
 __all__ = ['SHARED_MODULES', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests', 'fingerprint',
-           'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree', 'StepFailed', 'ipc_kernel', 'execute_step',
-           'cell_seconds', 'run_pipeline']
+           'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree', 'StepFailed', 'start_kernel', 'stop_kernel',
+           'ipc_kernel', 'KernelPool', 'execute_step', 'cell_seconds', 'PipelineRun', 'run_pipeline']
 
 # %% ../nbs/14_runner.ipynb #1ac78743
 def parse_steps(spec:str|None)->list[Step]:
@@ -119,36 +119,91 @@ class StepFailed(MlnbError):
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-@contextlib.contextmanager
-def ipc_kernel(kernel_name:str="python3"):
-    "A kernel manager on Unix sockets in a private temporary folder; the kernel is stopped on exit."
+def start_kernel(cwd:str|Path, warm:str|None=None):
+    "Start a kernel on Unix sockets in a private temporary folder; optionally import module `warm` in it, silently."
     from jupyter_client.manager import KernelManager
     sockets = Path(tempfile.mkdtemp(prefix="mlnb-kernel-"))   # short path: Unix socket names are limited to ~100 bytes
-    km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=str(sockets/"k"))
-    try: yield km
-    finally:
-        if km.has_kernel: km.shutdown_kernel(now=True)
-        shutil.rmtree(sockets, ignore_errors=True)
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(sockets/"k"))
+    km.sockets = sockets
+    with open(Path(cwd)/"kernels.log", "ab") as log:   # the kernel's own stdout/stderr, not the user's terminal
+        km.start_kernel(cwd=str(cwd), stdout=log, stderr=log)
+    if warm:
+        kc = km.blocking_client(); kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=60)
+            kc.execute_interactive(f"__import__('importlib').import_module({warm!r})", silent=True, store_history=False, timeout=300)
+        finally: kc.stop_channels()
+    return km
 
-def execute_step(step:Step, config_path:Path, run_dir:Path, cwd:Path|None=None)->Path:
+def stop_kernel(km):
+    "Stop a kernel at once and remove its socket folder."
+    try:
+        if km.has_kernel: km.shutdown_kernel(now=True)
+    finally: shutil.rmtree(km.sockets, ignore_errors=True)
+
+@contextlib.contextmanager
+def ipc_kernel(cwd:str|Path="."):
+    "A started IPC kernel for the duration of the block."
+    km = start_kernel(cwd)
+    try: yield km
+    finally: stop_kernel(km)
+
+# %% ../nbs/14_runner.ipynb #d5ab9506
+class KernelPool:
+    "Prepares one kernel ahead: the next step's, warmed with its module."
+    def __init__(self, cwd:str|Path):
+        self.cwd, self._ready = Path(cwd), None
+
+    def prepare(self, step:Step|None):
+        "Start a kernel for `step` in the background (replacing one prepared for another step)."
+        self.discard()
+        if step is None: return
+        slot = dict(step=step.name)
+        def work():
+            try: slot["km"] = start_kernel(self.cwd, f"mlnb.{step.module}")
+            except Exception as e: slot["error"] = e        # the step will start its own kernel and report any error
+        slot["thread"] = threading.Thread(target=work, daemon=True); slot["thread"].start()
+        self._ready = slot
+
+    def take(self, step:Step):
+        "The prepared kernel for `step`, or a newly started one."
+        slot, self._ready = self._ready, None
+        if slot:
+            slot["thread"].join()
+            if slot["step"] == step.name and "km" in slot: return slot["km"]
+            if "km" in slot: stop_kernel(slot["km"])
+        return start_kernel(self.cwd)
+
+    def discard(self):
+        "Stop a prepared kernel nobody took."
+        slot, self._ready = self._ready, None
+        if slot:
+            slot["thread"].join()
+            if "km" in slot: stop_kernel(slot["km"])
+
+# %% ../nbs/14_runner.ipynb #20e835b3
+def execute_step(step:Step, config_path:Path, run_dir:Path, km=None)->Path:
     "Execute a step notebook with papermill into `run_dir/<step>/`; raise `StepFailed` on error."
     import papermill as pm
     out = run_dir/step.name/step.notebook
     out.parent.mkdir(parents=True, exist_ok=True)
     src = Path(tempfile.mkdtemp(prefix="mlnb-nb-"))/step.notebook
     src.write_text(json.dumps(pipeline_notebook(step)), encoding="utf-8")
+    km = km or start_kernel(run_dir)
     try:
-        with ipc_kernel() as km:
-            pm.execute_notebook(str(src), str(out), kernel_name="python3", progress_bar=False, km=km,
-                                parameters=dict(config_path=str(config_path), run_dir=str(run_dir)), cwd=str(cwd or out.parent),
-                                log_output=False)
+        pm.execute_notebook(str(src), str(out), kernel_name="python3", progress_bar=False, km=km, log_output=False,
+                            parameters=dict(config_path=str(config_path), run_dir=str(run_dir)))
     except pm.PapermillExecutionError as e:
         error = f"{e.ename}: {_ANSI.sub('', e.evalue)}"
         if e.ename not in ("MlnbError", "StepFailed") and e.traceback:
             frames = [_ANSI.sub("", t) for t in e.traceback if "File " in _ANSI.sub("", t)]
             if frames: error += "\n  raised at: " + frames[-1].strip().splitlines()[0]
-        raise StepFailed(step.name, out, e.exec_count, e.source, error) from None
-    finally: shutil.rmtree(src.parent, ignore_errors=True)
+        raise StepFailed(step.name, out, e.cell_index + 1, e.source, error) from None
+    except Exception as e:   # the kernel died (out of memory, a crash) or could not start
+        raise StepFailed(step.name, out, None, "", f"{type(e).__name__}: {e} (the kernel's own log: {run_dir/'kernels.log'})") from None
+    finally:
+        stop_kernel(km)
+        shutil.rmtree(src.parent, ignore_errors=True)
     return out
 
 def cell_seconds(notebook:Path)->float:
@@ -156,7 +211,7 @@ def cell_seconds(notebook:Path)->float:
     nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
     return sum(c.get("metadata", {}).get("papermill", {}).get("duration") or 0 for c in nb["cells"])
 
-# %% ../nbs/14_runner.ipynb #d5ab9506
+# %% ../nbs/14_runner.ipynb #ddccdb50
 def _closure(steps:list[Step])->list[Step]:
     "The chosen steps plus everything upstream of them, in pipeline order."
     need = {s.name for s in steps}
@@ -164,7 +219,7 @@ def _closure(steps:list[Step])->list[Step]:
         if s.name in need: need |= set(s.upstream)
     return [s for s in STEPS if s.name in need]
 
-# %% ../nbs/14_runner.ipynb #0a274e08
+# %% ../nbs/14_runner.ipynb #9bf31a84
 def _start(config_path, overrides, steps, resume, run_id):
     "Load or create the run folder and its record; return (cfg, run_dir, config_file, record, chosen steps)."
     if resume:
@@ -188,9 +243,67 @@ def _start(config_path, overrides, steps, resume, run_id):
     config_file = save_config(cfg, run_dir/"config.yaml")
     return cfg, run_dir, config_file, new_record(run_dir.name, cfg, config_path, overrides, chosen), chosen
 
-# %% ../nbs/14_runner.ipynb #ddccdb50
+# %% ../nbs/14_runner.ipynb #59d054f3
 def _say(msg:str): print(msg, flush=True)
 
+class PipelineRun:
+    "The state of one `mlnb run` invocation."
+    def __init__(self, cfg:Config, run_dir:Path, config_file:Path, record:dict, echo=_say):
+        from mlnb.tracking import Mirror, wandb_mode
+        self.cfg, self.run_dir, self.config_file, self.record, self.echo = cfg, run_dir, config_file, record, echo
+        self.outputs = {n: r["outputs"] for n, r in record["steps"].items() if r.get("status") in ("ok", "reused")}
+        self.mode = wandb_mode(cfg.tracking.mode)
+        self.mirror = Mirror(run_dir, self.mode, cfg.tracking.project, cfg.tracking.entity)
+        self.pool = KernelPool(run_dir)
+
+    def save(self): save_json(self.record, self.run_dir/"run.json")
+
+    def reuse(self, step:Step, src_dir:Path, src:dict, tag:str):
+        "Link a cached result into this run and record where it came from."
+        link_tree(src_dir/step.name, self.run_dir/step.name)
+        rec = self.record["steps"][step.name]
+        rec.clear(); rec.update({k: v for k, v in src.items() if k != "duration_s"}, status="reused", reused_from=src_dir.name)
+        self.outputs[step.name] = src["outputs"]
+        self.echo(f"{tag} reused  from run {src_dir.name} (fingerprint {src['fingerprint'][:10]} unchanged)")
+        self.save()
+
+    def execute(self, step:Step, fp:str, tag:str, km):
+        "Execute a step notebook, record its outputs and timings, queue it for W&B; raises StepFailed."
+        rec = self.record["steps"][step.name]
+        rec.clear(); rec.update(status="running", fingerprint=fp, started=now(), notebook=f"{step.name}/{step.notebook}")
+        self.save(); self.echo(f"{tag} running ...")
+        t0 = time.perf_counter()
+        try: nb = execute_step(step, self.config_file, self.run_dir, km)
+        except StepFailed as e:
+            rec.update(status="failed", duration_s=round(time.perf_counter() - t0, 3), error=dict(cell=e.cell, message=e.error)); raise
+        duration, cells = time.perf_counter() - t0, cell_seconds(nb)
+        step_rec = load_json(self.run_dir/step.name/"step.json")
+        self.outputs[step.name] = folder_digests(self.run_dir/step.name)
+        wandb_id = None if self.mode == "disabled" else f"{self.run_dir.name[-4:]}{secrets.token_hex(3)}-{step.name[:2]}"
+        rec.update(status="ok", finished=now(), duration_s=round(duration, 3), compute_s=step_rec.get("compute_s"), cells_s=round(cells, 3),
+                   overhead_s=round(duration - cells, 3), inputs=input_digests(step, self.outputs), outputs=self.outputs[step.name],
+                   metrics=step_rec["metrics"], summary=step_rec.get("summary", {}),
+                   wandb=dict(id=wandb_id, mode=self.mode, status="queued" if wandb_id else "disabled"))
+        self.save()
+        if wandb_id: self.mirror.submit(step.name, wandb_id)
+        self.echo(f"{tag} done    {duration:6.1f}s  (step {step_rec.get('compute_s', 0):.1f}s, overhead {duration - cells:.1f}s)")
+
+    def finish(self, failed:Exception|None, started:float)->dict:
+        "Wait for W&B, write the final record, and say how the run ended."
+        t_wait = time.perf_counter()
+        if self.mirror.proc is not None: self.echo("waiting for W&B to finish logging ...")
+        for name, r in self.mirror.close().items():
+            self.record["steps"][name]["wandb"].update(status=r["status"], **({"error": r["error"]} if "error" in r else {}))
+            if r["status"] != "logged": self.echo(f"warning: W&B could not log {name}: {r.get('error')} (see {self.run_dir/'wandb'/'mirror.log'})")
+        self.record.update(status="failed" if failed else "ok", finished=now(),
+                           timings=dict(total_s=round(time.perf_counter() - started, 3), tracking_wait_s=round(time.perf_counter() - t_wait, 3)))
+        if failed: self.record["error"] = str(failed)
+        self.save()
+        if failed: self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}\n\ncontinue with: mlnb run --resume {self.run_dir.name}")
+        else: self.echo(f"run {self.run_dir.name} ok in {self.record['timings']['total_s']:.1f}s -> {self.run_dir/'run.json'}")
+        return self.record
+
+# %% ../nbs/14_runner.ipynb #f6c4243f
 def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
                  overrides:list[str]=(),            # "key=value" overrides
                  steps:str|None=None,               # --steps spec; None = all
@@ -199,70 +312,30 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
                  run_id:str|None=None,              # name for the new run folder
                  echo=_say)->dict:                  # the final run record
     "Run the pipeline; returns run.json's content (status ok or failed)."
-    from mlnb.tracking import Mirror, wandb_mode
-    t_run = time.perf_counter()
+    started = time.perf_counter()
     cfg, run_dir, config_file, record, todo = _start(config_path, list(overrides), steps, resume, run_id)
-    save_json(record, run_dir/"run.json")
-    mode = wandb_mode(cfg.tracking.mode)
-    mirror = Mirror(run_dir, mode, cfg.tracking.project, cfg.tracking.entity)
-    echo(f"run {run_dir.name}: {len(todo)} step(s) -> {run_dir}  (W&B {mode})")
-    if cfg.data.synthetic and any(s.name == "00_data" for s in _closure(todo)):
-        from mlnb.data import write_churn_sources
-        write_churn_sources(cfg.data.synthetic)
-    outputs = {n: r["outputs"] for n, r in record["steps"].items() if r.get("status") in ("ok", "reused")}
-    run_names, failed = {s.name for s in todo}, None
-    plan = _closure(todo)
-    for i, step in enumerate(plan, 1):
-        srec = record["steps"][step.name]
-        if step.name in outputs and step.name not in run_names: continue
-        fp = fingerprint(step, cfg, outputs)
-        tag = f"[{i}/{len(plan)}] {step.name:12}"
-        cached = find_cached(Path(cfg.runs_dir), step.name, fp, skip=run_dir.name) if (step.cache and not force) or step.name not in run_names else None
-        if step.name not in run_names and cached is None:
-            failed = MlnbError(f"step {step.name} is needed by the chosen steps but has no cached result for this config and data",
-                               where="--steps", fix=f"include it, e.g. --steps {step.name[:2]}-{todo[-1].name[:2]}.")
-            break
-        if cached:
-            src_dir, src = cached
-            link_tree(src_dir/step.name, run_dir/step.name)
-            srec.clear(); srec.update({k: v for k, v in src.items() if k not in ("duration_s",)}, status="reused", reused_from=src_dir.name)
-            srec["notebook"] = f"{step.name}/{step.notebook}"
-            outputs[step.name] = src["outputs"]
-            echo(f"{tag} reused  from run {src_dir.name} (fingerprint {fp[:10]} unchanged)")
-            save_json(record, run_dir/"run.json"); continue
-        echo(f"{tag} running ...")
-        srec.clear(); srec.update(status="running", fingerprint=fp, started=now(), notebook=f"{step.name}/{step.notebook}")
-        save_json(record, run_dir/"run.json")
-        t0 = time.perf_counter()
-        if (run_dir/step.name).exists(): shutil.rmtree(run_dir/step.name)
-        try: nb = execute_step(step, config_file, run_dir)
-        except StepFailed as e:
-            srec.update(status="failed", duration_s=round(time.perf_counter() - t0, 3), error=dict(cell=e.cell, message=e.error))
-            failed = e; break
-        duration = time.perf_counter() - t0
-        step_rec = load_json(run_dir/step.name/"step.json")
-        outputs[step.name] = folder_digests(run_dir/step.name)
-        cells = cell_seconds(nb)
-        wandb_id = None if mode == "disabled" else f"{run_dir.name[-4:]}{secrets.token_hex(3)}-{step.name[:2]}"
-        srec.update(status="ok", finished=now(), duration_s=round(duration, 3), compute_s=step_rec.get("compute_s"),
-                    cells_s=round(cells, 3), overhead_s=round(duration - cells, 3),
-                    inputs=input_digests(step, outputs), outputs=outputs[step.name], metrics=step_rec["metrics"],
-                    summary=step_rec.get("summary", {}), wandb=dict(id=wandb_id, mode=mode, status="queued" if wandb_id else "disabled"))
-        save_json(record, run_dir/"run.json")
-        if wandb_id: mirror.submit(step.name, wandb_id)
-        echo(f"{tag} done    {duration:6.1f}s  (step {step_rec.get('compute_s', 0):.1f}s, overhead {duration - cells:.1f}s)")
-    t_wait = time.perf_counter()
-    if mirror.proc is not None: echo("waiting for W&B to finish logging ...")
-    for name, r in mirror.close().items():
-        record["steps"][name]["wandb"].update(status=r["status"], **({"error": r["error"]} if "error" in r else {}))
-        if r["status"] != "logged": echo(f"warning: W&B could not log {name}: {r.get('error')} (see {run_dir/'wandb'/'mirror.log'})")
-    record.update(status="failed" if failed else "ok", finished=now(),
-                  timings=dict(total_s=round(time.perf_counter() - t_run, 3), tracking_wait_s=round(time.perf_counter() - t_wait, 3)))
-    if failed: record["error"] = str(failed)
-    save_json(record, run_dir/"run.json")
-    if failed:
-        echo(f"\nrun {run_dir.name} FAILED\n{failed}\n")
-        echo(f"continue with: mlnb run --resume {run_dir.name}" + (f" -c {config_path}" if str(config_path) != "mlnb.yaml" else ""))
-    else:
-        echo(f"run {run_dir.name} ok in {record['timings']['total_s']:.1f}s -> {run_dir/'run.json'}")
-    return record
+    run = PipelineRun(cfg, run_dir, config_file, record, echo)
+    run.save()
+    plan, chosen, failed = _closure(todo), {s.name for s in todo}, None
+    echo(f"run {run_dir.name}: {len(todo)} step(s) -> {run_dir}  (W&B {run.mode})")
+    upcoming = lambda i: next((s for s in plan[i:] if s.name in chosen), None)   # the next step that may execute
+    run.pool.prepare(upcoming(0))
+    try:
+        if cfg.data.synthetic and plan[0].name == "00_data":
+            from mlnb.data import write_churn_sources
+            write_churn_sources(cfg.data.synthetic)
+        for i, step in enumerate(plan, 1):
+            if step.name in run.outputs and step.name not in chosen: continue
+            fp, tag = fingerprint(step, cfg, run.outputs), f"[{i}/{len(plan)}] {step.name:12}"
+            cached = find_cached(Path(cfg.runs_dir), step.name, fp, skip=run_dir.name) if (step.cache and not force) or step.name not in chosen else None
+            if cached: run.reuse(step, *cached, tag); continue
+            if step.name not in chosen:
+                raise MlnbError(f"step {step.name} is needed by the chosen steps but has no cached result for this config and data",
+                                where="--steps", fix=f"include it, e.g. --steps {step.name[:2]}-{todo[-1].name[:2]}.")
+            if (run_dir/step.name).exists(): shutil.rmtree(run_dir/step.name)
+            km = run.pool.take(step)
+            run.pool.prepare(upcoming(i))
+            run.execute(step, fp, tag, km)
+    except MlnbError as e: failed = e
+    finally: run.pool.discard()
+    return run.finish(failed, started)

@@ -18,7 +18,7 @@ def main(names: list[str]) -> int:
     for path in paths:
         t = time.perf_counter()
         nb = nbformat.read(path, as_version=4)
-        with ipc_kernel() as km:   # Unix sockets: no TCP-without-encryption warning in the outputs
+        with ipc_kernel(NBS) as km:   # Unix sockets: no TCP-without-encryption warning in the outputs
             NotebookClient(nb, km=km, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NBS)}}).execute()
         nbformat.write(nb, path)
         print(f"{path.name}: {time.perf_counter() - t:.1f}s", flush=True)
