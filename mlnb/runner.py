@@ -272,6 +272,7 @@ class PipelineRun:
         rec = self.record["steps"][step.name]
         rec.clear(); rec.update(status="running", fingerprint=fp, started=now(), notebook=f"{step.name}/{step.notebook}")
         self.save(); self.echo(f"{tag} running ...")
+        self.mirror.start()
         t0 = time.perf_counter()
         try: nb = execute_step(step, self.config_file, self.run_dir, km)
         except StepFailed as e:

@@ -66,22 +66,26 @@ def mirror_main(run_dir:str, project:str="mlnb", entity:str|None=None):
     wandb.teardown()
 
 class Mirror:
-    "Runner side of the mirror process; start it lazily with the first step to log."
+    "Runner side of the mirror process: started when the first step executes, fed each finished step."
     def __init__(self, run_dir:str|Path, mode:str, project:str="mlnb", entity:str|None=None):
         self.run_dir, self.mode, self.project, self.entity = Path(run_dir), mode, project, entity
         self.proc, self.results, self._reader = None, {}, None
 
+    def start(self):
+        "Start the mirror process (it imports W&B while steps compute); later calls do nothing."
+        if self.mode == "disabled" or self.proc is not None: return
+        env = {**os.environ, **wandb_env(self.run_dir, self.mode)}
+        (self.run_dir/"wandb").mkdir(exist_ok=True)
+        self.log = open(self.run_dir/"wandb"/"mirror.log", "ab")
+        code = f"from mlnb.tracking import mirror_main; mirror_main({str(self.run_dir)!r}, {self.project!r}, {self.entity!r})"
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, env=env, text=True, cwd=self.run_dir)
+        self._reader = threading.Thread(target=self._read, daemon=True); self._reader.start()
+
     def submit(self, step:str, wandb_id:str):
         "Queue a finished step for logging."
         if self.mode == "disabled": return
-        if self.proc is None:
-            env = {**os.environ, **wandb_env(self.run_dir, self.mode)}
-            (self.run_dir/"wandb").mkdir(exist_ok=True)
-            self.log = open(self.run_dir/"wandb"/"mirror.log", "ab")
-            code = f"from mlnb.tracking import mirror_main; mirror_main({str(self.run_dir)!r}, {self.project!r}, {self.entity!r})"
-            self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self.log, env=env, text=True, cwd=self.run_dir)
-            self._reader = threading.Thread(target=self._read, daemon=True); self._reader.start()
+        self.start()
         self.proc.stdin.write(f"{step} {wandb_id}\n"); self.proc.stdin.flush()
 
     def _read(self):
