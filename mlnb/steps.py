@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_steps.ipynb #b93d6b36
 from __future__ import annotations
-import importlib, shutil, tempfile, time
+import contextlib, importlib, io, shutil, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -65,8 +65,11 @@ def notebooks_dir()->Path:
     return nbs
 
 # %% ../nbs/12_steps.ipynb #a5d7d8e7
+_display = {"on": True}   # switched off while demo mode runs upstream steps behind the scenes
+
 def _show(obj):
     "Display `obj` when running inside IPython/Jupyter; do nothing in plain Python."
+    if not _display["on"]: return
     try:
         from IPython import get_ipython
         from IPython.display import display
@@ -139,15 +142,16 @@ def _clear(folder:Path):
         if p.suffix == ".ipynb": continue
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
-def ensure_upstream(step:Step, config_path:Path, run_dir:Path, quiet:bool=True):
-    "Run, in-process, every upstream step whose record is missing from `run_dir` (demo mode)."
+def ensure_upstream(step:Step, config_path:Path, run_dir:Path):
+    "Run, in-process and quietly, every upstream step whose record is missing from `run_dir` (demo mode only)."
     for name in step.upstream:
-        up = get_step(name)
         if (run_dir/name/"step.json").exists(): continue
-        ensure_upstream(up, config_path, run_dir, quiet)
-        import contextlib, io
-        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-            up.function()(str(config_path), str(run_dir))
+        up = get_step(name)
+        ensure_upstream(up, config_path, run_dir)
+        _display["on"] = False
+        try:
+            with contextlib.redirect_stdout(io.StringIO()): up.function()(str(config_path), str(run_dir))
+        finally: _display["on"] = True
 
 def open_step(step:str,                       # step name, e.g. "03_train"
               config_path:str|Path|None=None, # config file; None = a demo config
@@ -155,7 +159,8 @@ def open_step(step:str,                       # step name, e.g. "03_train"
              )->StepRun:
     "Load the config and prepare the step's folder (building a demo run when none is given)."
     s = get_step(step)
-    if config_path is None and run_dir is None:
+    demo = config_path is None and run_dir is None
+    if demo:
         base = Path(tempfile.mkdtemp(prefix="mlnb-demo-"))
         config_path, run_dir = save_config(demo_config(base), base/"mlnb.yaml"), base/"runs"/"demo"
         print(f"demo mode: a tiny synthetic run in {base}")
@@ -164,7 +169,7 @@ def open_step(step:str,                       # step name, e.g. "03_train"
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = load_config(config_path)
-    ensure_upstream(s, Path(config_path), run_dir)
+    if demo: ensure_upstream(s, Path(config_path), run_dir)
     run = StepRun(s.name, cfg, run_dir, config_path)
     _clear(run.dir)
     return run
