@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .core import MlnbError, atomic_path
 
 # %% auto #0
-__all__ = ['AGGREGATIONS', 'Strict', 'Source', 'Synthetic', 'DataCfg', 'ValidateCfg', 'FeaturesCfg', 'TrainCfg', 'TuneCfg',
-           'EvaluateCfg', 'PackageCfg', 'DeployCfg', 'TrackingCfg', 'Config', 'config_errors', 'apply_overrides',
-           'load_config', 'save_config', 'demo_config']
+__all__ = ['AGGREGATIONS', 'Strict', 'HttpSource', 'Source', 'Synthetic', 'DataCfg', 'ValidateCfg', 'FeaturesCfg', 'TrainCfg',
+           'TuneCfg', 'EvaluateCfg', 'PackageCfg', 'DeployCfg', 'TrackingCfg', 'Config', 'config_errors',
+           'apply_overrides', 'load_config', 'save_config', 'demo_config']
 
 # %% ../nbs/11_config.ipynb #cc3202ca
 class Strict(BaseModel):
@@ -23,14 +23,33 @@ class Strict(BaseModel):
 
 AGGREGATIONS = ("count", "sum", "mean", "min", "max", "n_unique")
 
+class HttpSource(Strict):
+    "How an `http` source pages through a JSON API."
+    records_key: str|None = None                # dotted key of the record list in each page; null = the body is the list
+    params: dict[str, str|int|float|bool] = {}  # fixed query parameters; "${VAR}" is read from the environment
+    headers: dict[str, str] = {}                # e.g. {Authorization: "Bearer ${API_TOKEN}"}: secrets come from the environment
+    page_param: str|None = "page"               # page-number parameter; null = one request, no paging
+    size_param: str|None = "page_size"          # page-size parameter; null = not sent
+    page_size: int = Field(100, ge=1)           # records in a full page; a shorter or empty page is the last
+    first_page: int = Field(1, ge=0)
+    max_pages: int = Field(1000, ge=1)          # safety stop (with a warning)
+    since_param: str|None = None                # with a watermark: send the previous watermark as this parameter
+    timeout_s: float = Field(10.0, gt=0)        # per request
+    attempts: int = Field(4, ge=1)              # tries per page: 5xx, timeouts and connection errors are retried; 4xx not
+    backoff_s: float = Field(0.5, ge=0)         # wait before the second try; doubles after each failure
+
 class Source(Strict):
-    "One raw data source: a file, a glob of files or a SQL query."
+    "One raw data source: files, a SQL query or a JSON API."
     name: str                                   # short name used in messages and the snapshot manifest
-    kind: Literal["csv", "tsv", "parquet", "jsonl", "sqlite"]
-    path: str                                   # file, glob, or SQLite database file (relative to the config file)
-    query: str|None = None                      # SQL query, for kind `sqlite`
+    kind: Literal["csv", "tsv", "parquet", "jsonl", "sqlite", "sql", "http"]
+    path: str|None = None                       # file, glob or SQLite file, for file kinds and sqlite (relative to the config file)
+    uri: str|None = None                        # sql: database URI (postgresql://user@host:5432/db, sqlite:///file.db); http: endpoint URL
+    query: str|None = None                      # SQL query, for kinds sqlite and sql
+    how: Literal["join", "stack"] = "join"      # non-primary sources: join on `join_on`, or stack (append rows, columns by name)
     join_on: str|None = None                    # key joining this source to the first (primary) source
     aggregate: dict[str, str] = {}              # output column -> "count" or "<agg>:<column>", agg one of AGGREGATIONS
+    watermark: str|None = None                  # incremental: keep only rows with this column above the previous snapshot's maximum
+    http: HttpSource|None = None                # kind http only; null = defaults
 
     @field_validator("aggregate")
     @classmethod
@@ -42,8 +61,11 @@ class Source(Strict):
         return v
 
     @model_validator(mode="after")
-    def _query(self):
-        if self.kind == "sqlite" and not self.query: raise ValueError(f"source '{self.name}' of kind sqlite needs a 'query'")
+    def _needs(self):
+        if self.kind in ("csv", "tsv", "parquet", "jsonl", "sqlite") and not self.path: raise ValueError(f"source '{self.name}' of kind {self.kind} needs a 'path'")
+        if self.kind in ("sql", "http") and not self.uri: raise ValueError(f"source '{self.name}' of kind {self.kind} needs a 'uri'")
+        if self.kind in ("sqlite", "sql") and not self.query: raise ValueError(f"source '{self.name}' of kind {self.kind} needs a 'query'")
+        if self.how == "stack" and self.aggregate: raise ValueError(f"source '{self.name}': 'aggregate' is for joined sources, not stacked ones")
         return self
 
 # %% ../nbs/11_config.ipynb #3c6eead8
@@ -66,13 +88,18 @@ class DataCfg(Strict):
     target: str = "churned"                     # column to predict
     id_column: str|None = "customer_id"         # unique row key, never a feature
     time_column: str|None = "signup_date"       # kept for splits and drift, never a feature as-is
-    pii: list[str] = ["email", "phone"]         # dropped before the snapshot is written
+    pii: list[str] = ["email", "phone"]         # never leave step 00 as they are: dropped or pseudonymised
+    pii_mode: Literal["drop", "pseudonymise"] = "drop"  # pseudonymise: keyed SHA-256 (HMAC) hex; key from $MLNB_PII_SALT or pii_salt_file
+    pii_salt_file: str|None = None              # file holding the salt, outside the repository (used when MLNB_PII_SALT is unset)
+    previous_manifest: str|None = None          # incremental collection: the previous snapshot's manifest (default: the store's newest)
     synthetic: Synthetic|None = Field(default_factory=Synthetic)  # null: never generate
+    store: str = "data/snapshots"               # content-addressed snapshot store shared by runs
+    keep_snapshots: int = Field(20, ge=1)       # retention: newest snapshots kept (plus any a model was trained on)
 
     @model_validator(mode="after")
     def _joins(self):
         for s in self.sources[1:]:
-            if not s.join_on: raise ValueError(f"source '{s.name}' needs 'join_on' (the key joining it to '{self.sources[0].name}')")
+            if s.how == "join" and not s.join_on: raise ValueError(f"source '{s.name}' needs 'join_on' (the key joining it to '{self.sources[0].name}')")
         return self
 
 # %% ../nbs/11_config.ipynb #a3b9a0ff
@@ -82,6 +109,15 @@ class ValidateCfg(Strict):
     max_missing: float = Field(0.5, ge=0, le=1) # largest allowed fraction of nulls in any column
     ranges: dict[str, tuple[float|None, float|None]] = {"age": (18, 120), "monthly_charges": (0, 10_000), "tenure_days": (0, None)}
     unique: list[str] = []                      # columns that must be unique besides `data.id_column`
+    contract: str|None = "data/contract.yaml"   # data contract (editable YAML); missing: inferred from the first passing snapshot and
+                                                # written there; null: inferred afresh from each snapshot (kept in the step folder only)
+    range_margin: float = Field(0.1, ge=0)      # inferred min/max widened by this fraction of the observed span
+    null_headroom: float = Field(2.0, ge=1)     # inferred max null fraction = observed fraction x this + 0.01
+    max_categories: int = Field(50, ge=1)       # text columns with at most this many values get a list of allowed categories
+    outlier_z: float = Field(6.0, gt=0)         # robust z-score beyond which a value counts as an outlier (warning)
+    min_class_share: float = Field(0.01, ge=0, le=1)  # a class rarer than this is a warning
+    leakage_auc: float = Field(0.98, gt=0.5, le=1)    # a feature that alone reaches this AUC is an error
+    severity: dict[str, Literal["error", "warning", "off"]] = {}  # override a check's severity by name (mlnb.validate.CHECKS)
 
 class FeaturesCfg(Strict):
     "Step 02: derived features (SQL expressions over the snapshot's columns) and the split."
@@ -91,6 +127,22 @@ class FeaturesCfg(Strict):
     drop: list[str] = []                        # columns never used as features
     valid_size: float = Field(0.15, gt=0, lt=0.5)
     test_size: float = Field(0.15, gt=0, lt=0.5)
+    split: Literal["random", "stratified", "time", "group"] = "stratified"  # stratified = random for regression; time uses data.time_column
+    group_column: str|None = None               # split: group; rows of a group stay together; never a feature
+    clip_quantiles: tuple[float, float]|None = (0.001, 0.999)  # clip numeric features to these train quantiles; null: off
+    rare_min_count: int = Field(10, ge=1)       # categories seen fewer times in train, and unseen ones, become __rare__
+    impute: bool = False                        # fill missing values with train medians (LightGBM handles missing natively)
+    scale: bool = False                         # standardise numeric features (train mean and std)
+    max_missing: float = Field(0.95, ge=0, le=1) # drop features missing in a larger fraction of train rows
+    imbalance: Literal["none", "weight", "downsample"] = "none"  # classification only: class weights or majority downsampling
+    downsample_ratio: float = Field(1.0, ge=1)  # downsample: rows of each other class per smallest-class row
+
+    @model_validator(mode="after")
+    def _split(self):
+        if self.split == "group" and not self.group_column: raise ValueError("features.split 'group' needs features.group_column")
+        if self.clip_quantiles and not 0 <= self.clip_quantiles[0] < self.clip_quantiles[1] <= 1:
+            raise ValueError("features.clip_quantiles must be two numbers with 0 <= low < high <= 1")
+        return self
 
 class TrainCfg(Strict):
     "Step 03: the task and LightGBM's starting parameters."
@@ -226,9 +278,15 @@ def apply_overrides(raw:dict,            # config as loaded from YAML
 def _resolve_paths(cfg:Config, base:Path)->Config:
     "Make every path in `cfg` absolute, relative to `base`."
     absolute = lambda p: str((base/p).resolve()) if not Path(p).is_absolute() else p
-    cfg.runs_dir, cfg.package.registry = absolute(cfg.runs_dir), absolute(cfg.package.registry)
+    cfg.runs_dir, cfg.package.registry, cfg.data.store = absolute(cfg.runs_dir), absolute(cfg.package.registry), absolute(cfg.data.store)
     if cfg.data.synthetic: cfg.data.synthetic.dir = absolute(cfg.data.synthetic.dir)
-    for s in cfg.data.sources: s.path = absolute(s.path)
+    if cfg.validation.contract: cfg.validation.contract = absolute(cfg.validation.contract)
+    for key in ("pii_salt_file", "previous_manifest"):
+        if getattr(cfg.data, key): setattr(cfg.data, key, absolute(getattr(cfg.data, key)))
+    for s in cfg.data.sources:
+        if s.path: s.path = absolute(s.path)
+        if s.uri and s.uri.startswith("sqlite:///") and not s.uri.startswith(("sqlite:////", "sqlite:///:memory:")):
+            s.uri = "sqlite:///" + absolute(s.uri.removeprefix("sqlite:///"))
     return cfg
 
 def load_config(path:str|Path,             # the YAML file, usually mlnb.yaml

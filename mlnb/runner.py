@@ -4,16 +4,17 @@
 
 # %% ../nbs/14_runner.ipynb #b35dfc43
 from __future__ import annotations
-import contextlib, datetime as dt, json, os, re, secrets, shutil, sys, tempfile, threading, time
+import contextlib, datetime as dt, importlib, json, os, re, secrets, shutil, sys, tempfile, threading, time
 from pathlib import Path
 from .core import MlnbError, digest, folder_digests, load_json, save_json, sha256_file
 from .config import Config, load_config, save_config
 from .steps import STEPS, STEP_NAMES, Step, get_step, notebooks_dir
 
 # %% auto #0
-__all__ = ['SHARED_MODULES', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests', 'fingerprint',
-           'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree', 'StepFailed', 'start_kernel', 'stop_kernel',
-           'ipc_kernel', 'KernelPool', 'execute_step', 'cell_seconds', 'PipelineRun', 'run_pipeline']
+__all__ = ['SHARED_MODULES', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests',
+           'external_digests', 'fingerprint', 'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree',
+           'StepFailed', 'start_kernel', 'stop_kernel', 'ipc_kernel', 'KernelPool', 'execute_step', 'cell_seconds',
+           'PipelineRun', 'run_pipeline']
 
 # %% ../nbs/14_runner.ipynb #1ac78743
 def parse_steps(spec:str|None)->list[Step]:
@@ -67,9 +68,15 @@ def input_digests(step:Step, outputs:dict[str,dict])->dict[str,str]:
     "sha256 of each file `step` reads, from the upstream steps' recorded outputs."
     return {i: outputs[i.split("/")[0]][i.split("/", 1)[1]] for i in step.inputs}
 
+def external_digests(step:Step, cfg:Config)->dict:
+    "Digests of what the step reads outside the run folder (its declared `external` function), else {}."
+    if not step.external: return {}
+    module, _, fn = step.external.rpartition(".")
+    return getattr(importlib.import_module(module), fn)(cfg)
+
 def fingerprint(step:Step, cfg:Config, outputs:dict[str,dict])->str:
-    "Digest of code + config keys + the digests of the files the step reads."
-    return digest(step.name, code_digest(step), config_keys(cfg, step.sections), input_digests(step, outputs))
+    "Digest of code + config keys + the digests of the files the step reads, inside the run and outside it."
+    return digest(step.name, code_digest(step), config_keys(cfg, step.sections), input_digests(step, outputs), external_digests(step, cfg))
 
 # %% ../nbs/14_runner.ipynb #5a2af258
 def now()->str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -220,21 +227,23 @@ def _closure(steps:list[Step])->list[Step]:
     return [s for s in STEPS if s.name in need]
 
 # %% ../nbs/14_runner.ipynb #9bf31a84
+def _resume(config_path, run_id:str):
+    "Reopen a failed run: its recorded config, and the chosen steps not yet done."
+    runs = load_config(config_path).runs_dir if Path(config_path).is_file() else "runs"
+    run_dir = Path(runs)/run_id
+    if not (run_dir/"run.json").is_file():
+        raise MlnbError(f"no run '{run_id}' in {runs}", fix="pass a run id from the runs folder (its folder name).")
+    record = load_json(run_dir/"run.json")
+    todo = [get_step(n) for n in record["selected"] if record["steps"][n]["status"] not in ("ok", "reused")]
+    if not todo: raise MlnbError(f"run {run_id} has nothing left to do (status {record['status']})")
+    record.update(status="running", finished=None, resumed=record.get("resumed", 0) + 1)
+    return load_config(run_dir/"config.yaml"), run_dir, run_dir/"config.yaml", record, todo
+
 def _start(config_path, overrides, steps, resume, run_id):
-    "Load or create the run folder and its record; return (cfg, run_dir, config_file, record, chosen steps)."
+    "Load or create the run folder and its record; return (cfg, run_dir, config_file, record, steps to do)."
     if resume:
         if overrides: raise MlnbError("-p overrides cannot change a run being resumed", fix="start a new run with the overrides instead.")
-        cfg0 = load_config(config_path) if Path(config_path).is_file() else Config()
-        run_dir = Path(cfg0.runs_dir)/resume
-        if not (run_dir/"run.json").is_file():
-            raise MlnbError(f"no run '{resume}' in {cfg0.runs_dir}", fix="pass a run id from the runs folder (its folder name).")
-        record = load_json(run_dir/"run.json")
-        cfg = load_config(run_dir/"config.yaml")
-        chosen = [get_step(n) for n in record["selected"]]
-        todo = [s for s in chosen if record["steps"][s.name]["status"] not in ("ok", "reused")]
-        if not todo: raise MlnbError(f"run {resume} has nothing left to do (status {record['status']})")
-        record.update(status="running", finished=None, resumed=record.get("resumed", 0) + 1)
-        return cfg, run_dir, run_dir/"config.yaml", record, todo
+        return _resume(config_path, resume)
     cfg = load_config(config_path, overrides)
     chosen = parse_steps(steps)
     run_dir = Path(cfg.runs_dir)/(run_id or new_run_id())
@@ -278,10 +287,11 @@ class PipelineRun:
         except StepFailed as e:
             rec.update(status="failed", duration_s=round(time.perf_counter() - t0, 3), error=dict(cell=e.cell, message=e.error)); raise
         duration, cells = time.perf_counter() - t0, cell_seconds(nb)
+        if step.external: fp = fingerprint(step, self.cfg, self.outputs)   # a step may create its external input (01's contract)
         step_rec = load_json(self.run_dir/step.name/"step.json")
         self.outputs[step.name] = folder_digests(self.run_dir/step.name)
         wandb_id = None if self.mode == "disabled" else f"{self.run_dir.name[-4:]}{secrets.token_hex(3)}-{step.name[:2]}"
-        rec.update(status="ok", finished=now(), duration_s=round(duration, 3), compute_s=step_rec.get("compute_s"), cells_s=round(cells, 3),
+        rec.update(status="ok", fingerprint=fp, finished=now(), duration_s=round(duration, 3), compute_s=step_rec.get("compute_s"), cells_s=round(cells, 3),
                    overhead_s=round(duration - cells, 3), inputs=input_digests(step, self.outputs), outputs=self.outputs[step.name],
                    metrics=step_rec["metrics"], summary=step_rec.get("summary", {}),
                    wandb=dict(id=wandb_id, mode=self.mode, status="queued" if wandb_id else "disabled"))

@@ -24,6 +24,7 @@ class Step:
     inputs: tuple = ()      # the upstream files it reads, as "step/file"
     sections: tuple = ()    # config keys in its fingerprint: sections (`train`) or dotted keys (`train.task`)
     cache: bool = True      # False: always re-run (steps with effects beyond the run folder)
+    external: str|None = None  # "module.function" giving digests of inputs outside the run (cfg -> dict), for the fingerprint
 
     @property
     def notebook(self)->str: return f"{self.name}.ipynb"
@@ -35,8 +36,8 @@ class Step:
 
 _SPLITS = ("02_features/train.parquet", "02_features/valid.parquet", "02_features/preprocessing.json", "02_features/split.json")
 STEPS = (
-    Step("00_data",     "data",     "run_data",     (),                                        ("data",)),
-    Step("01_validate", "validate", "run_validate", ("00_data/snapshot.parquet",),             ("data", "validate")),
+    Step("00_data",     "data",     "run_data",     (),                                        ("data",), external="mlnb.data.source_digests"),
+    Step("01_validate", "validate", "run_validate", ("00_data/snapshot.parquet",),             ("data", "validate"), external="mlnb.validate.contract_digest"),
     Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "train.task")),
     Step("03_train",    "train",    "run_train",    _SPLITS,                                   ("seed", "data", "train")),
     Step("04_tune",     "tune",     "run_tune",     _SPLITS,                                   ("seed", "data", "train", "tune")),

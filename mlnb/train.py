@@ -14,8 +14,8 @@ from .features import Preprocessor
 from .steps import StepRun, open_step
 
 # %% auto #0
-__all__ = ['PRIMARY', 'score', 'better', 'target_codes', 'load_xy', 'fit_baseline', 'predict_baseline', 'lgb_params', 'fit_lgbm',
-           'predict', 'plot_curve', 'save_booster', 'run_train']
+__all__ = ['PRIMARY', 'score', 'better', 'target_codes', 'load_xy', 'fit_baseline', 'predict_baseline', 'lgb_params',
+           'sample_weights', 'fit_lgbm', 'predict', 'plot_curve', 'save_booster', 'run_train']
 
 # %% ../nbs/03_train.ipynb #0a9756e5
 PRIMARY = {"binary": ("roc_auc", "maximize"), "multiclass": ("log_loss", "minimize"), "regression": ("rmse", "minimize")}
@@ -53,10 +53,13 @@ def load_xy(run:StepRun, split:str)->tuple[np.ndarray, np.ndarray, Preprocessor,
     return pre.transform(df).to_numpy(), target_codes(df[pre.target], info["task"], info["classes"]), pre, info
 
 # %% ../nbs/03_train.ipynb #01b11236
-def fit_baseline(y:np.ndarray, task:str, n_classes:int=2)->dict:
+def fit_baseline(y:np.ndarray, task:str, n_classes:int=2,
+                 counts:list[int]|None=None     # training class counts before downsampling, if any
+                )->dict:
     "Class priors or the mean, as plain data."
     if task == "regression": return dict(task=task, mean=float(np.mean(y)))
-    return dict(task=task, priors=(np.bincount(y.astype(int), minlength=n_classes) / len(y)).tolist())
+    n = np.asarray(counts, dtype=float) if counts else np.bincount(y.astype(int), minlength=n_classes)
+    return dict(task=task, priors=(n / n.sum()).tolist())
 
 def predict_baseline(baseline:dict, n:int)->np.ndarray:
     "The baseline's prediction for `n` rows, shaped like a model's."
@@ -65,7 +68,9 @@ def predict_baseline(baseline:dict, n:int)->np.ndarray:
     return np.full(n, p[1]) if baseline["task"] == "binary" else np.tile(p, (n, 1))
 
 # %% ../nbs/03_train.ipynb #c12c014d
-def lgb_params(train:TrainCfg|dict, task:str, n_classes:int, seed:int)->dict:
+def lgb_params(train:TrainCfg|dict, task:str, n_classes:int, seed:int,
+               imbalance:dict|None=None     # `imbalance` from split.json (mode, scale_pos_weight, ...)
+              )->dict:
     "LightGBM parameters for a task from the train config (or a dict of tuned values)."
     t = train.model_dump() if isinstance(train, TrainCfg) else dict(train)
     objective = {"binary": ("binary", "auc"), "multiclass": ("multiclass", "multi_logloss"), "regression": ("regression", "rmse")}[task]
@@ -73,13 +78,20 @@ def lgb_params(train:TrainCfg|dict, task:str, n_classes:int, seed:int)->dict:
                   min_child_samples=t["min_child_samples"], feature_fraction=t["feature_fraction"], lambda_l2=t["lambda_l2"],
                   num_threads=t.get("num_threads", 0), seed=seed, deterministic=True, force_row_wise=True, verbosity=-1)
     if task == "multiclass": params["num_class"] = n_classes
+    if task == "binary" and (imbalance or {}).get("mode") == "weight" and imbalance.get("scale_pos_weight"):
+        params["scale_pos_weight"] = imbalance["scale_pos_weight"]
     return params
 
+def sample_weights(y:np.ndarray, task:str, imbalance:dict|None=None)->np.ndarray|None:
+    "Per-row class weights for a multiclass model in `weight` mode; None otherwise (binary uses scale_pos_weight)."
+    if task != "multiclass" or (imbalance or {}).get("mode") != "weight": return None
+    return np.asarray(imbalance["class_weights"])[y.astype(int)]
+
 def fit_lgbm(X:np.ndarray, y:np.ndarray, Xv:np.ndarray, yv:np.ndarray, params:dict, features:list[str], categorical:list[str],
-             rounds:int=1000, patience:int=50)->tuple[lgb.Booster, dict]:
+             rounds:int=1000, patience:int=50, weight:np.ndarray|None=None)->tuple[lgb.Booster, dict]:
     "Train with early stopping on the validation rows; return the booster and its learning curve."
     curve = {}
-    dtrain = lgb.Dataset(X, y, feature_name=features, categorical_feature=categorical, free_raw_data=True)
+    dtrain = lgb.Dataset(X, y, weight=weight, feature_name=features, categorical_feature=categorical, free_raw_data=True)
     dvalid = lgb.Dataset(Xv, yv, reference=dtrain)
     booster = lgb.train(params, dtrain, rounds, valid_sets=[dtrain, dvalid], valid_names=["train", "valid"],
                         callbacks=[lgb.early_stopping(patience, verbose=False), lgb.record_evaluation(curve)])
@@ -113,15 +125,17 @@ def run_train(config_path:str|None=None, run_dir:str|None=None)->dict:
     Xv, yv, _, _ = load_xy(run, "valid")
     task, k = info["task"], max(len(info["classes"]), 2)
     metric = PRIMARY[task][0]
-    baseline = fit_baseline(y, task, k)
+    balance = info.get("imbalance") or {}
+    baseline = fit_baseline(y, task, k, counts=balance.get("counts") if balance.get("mode") == "downsample" else None)
     save_json(baseline, run.output("baseline.json"))
-    params = lgb_params(run.cfg.train, task, k, run.cfg.seed)
-    booster, curve = fit_lgbm(X, y, Xv, yv, params, pre.features_, pre.categorical_, run.cfg.train.num_boost_round, run.cfg.train.early_stopping_rounds)
+    params = lgb_params(run.cfg.train, task, k, run.cfg.seed, balance)
+    booster, curve = fit_lgbm(X, y, Xv, yv, params, pre.features_, pre.categorical_, run.cfg.train.num_boost_round,
+                              run.cfg.train.early_stopping_rounds, weight=sample_weights(y, task, balance))
     save_booster(booster, run.output("model.txt"))
     base_m, model_m = score(task, yv, predict_baseline(baseline, len(yv))), score(task, yv, predict(booster, Xv))
     run.log_metrics(**{f"baseline_{m}": v for m, v in base_m.items()}, **{f"valid_{m}": v for m, v in model_m.items()},
                     best_iteration=booster.best_iteration)
-    run.log_params(**params)
+    run.log_params(**params, imbalance=balance.get("mode", "none"))
     run.log_plot(plot_curve(curve, params["metric"], booster.best_iteration), "learning_curve")
     print(f"LightGBM valid {metric} {model_m[metric]:.4f} vs baseline {base_m[metric]:.4f} ({booster.best_iteration} rounds)")
     run.log_artifact(run.output("model.txt"), "model", name="model_03_train")

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import optuna
 from .core import save_json
-from .train import PRIMARY, better, fit_lgbm, lgb_params, load_xy, predict, save_booster, score
+from .train import PRIMARY, better, fit_lgbm, lgb_params, load_xy, predict, sample_weights, save_booster, score
 from .steps import open_step
 
 # %% auto #0
@@ -27,12 +27,15 @@ def suggest_params(trial:optuna.Trial, base:dict)->dict:
 
 # %% ../nbs/04_tune.ipynb #18eda8e4
 def tune(X, y, Xv, yv, task:str, base:dict, features:list[str], categorical:list[str], n_classes:int,
-         n_trials:int=20, timeout_s:float|None=None, seed:int=0, rounds:int=1000, patience:int=50, verbose:bool=True)->optuna.Study:
+         n_trials:int=20, timeout_s:float|None=None, seed:int=0, rounds:int=1000, patience:int=50, verbose:bool=True,
+         imbalance:dict|None=None   # class-imbalance handling recorded by step 02
+        )->optuna.Study:
     "Run the TPE search; each trial's metric and rounds are stored on the study."
     metric, direction = PRIMARY[task]
+    weight = sample_weights(y, task, imbalance)
     def objective(trial):
-        params = lgb_params(suggest_params(trial, base), task, n_classes, seed)
-        booster, _ = fit_lgbm(X, y, Xv, yv, params, features, categorical, rounds, patience)
+        params = lgb_params(suggest_params(trial, base), task, n_classes, seed, imbalance)
+        booster, _ = fit_lgbm(X, y, Xv, yv, params, features, categorical, rounds, patience, weight=weight)
         value = score(task, yv, predict(booster, Xv))[metric]
         trial.set_user_attr("rounds", booster.best_iteration)
         if verbose:
@@ -71,11 +74,13 @@ def run_tune(config_path:str|None=None, run_dir:str|None=None)->dict:
     metric, direction = PRIMARY[task]
     base = cfg.train.model_dump()
     t0 = time.perf_counter()
+    balance = info.get("imbalance") or {}
     study = tune(X, y, Xv, yv, task, base, pre.features_, pre.categorical_, k, cfg.tune.n_trials, cfg.tune.timeout_s,
-                 cfg.seed, cfg.train.num_boost_round, cfg.train.early_stopping_rounds)
+                 cfg.seed, cfg.train.num_boost_round, cfg.train.early_stopping_rounds, imbalance=balance)
     search_s = time.perf_counter() - t0
-    best = lgb_params({**base, **study.best_params}, task, k, cfg.seed)
-    booster, _ = fit_lgbm(X, y, Xv, yv, best, pre.features_, pre.categorical_, cfg.train.num_boost_round, cfg.train.early_stopping_rounds)
+    best = lgb_params({**base, **study.best_params}, task, k, cfg.seed, balance)
+    booster, _ = fit_lgbm(X, y, Xv, yv, best, pre.features_, pre.categorical_, cfg.train.num_boost_round, cfg.train.early_stopping_rounds,
+                          weight=sample_weights(y, task, balance))
     save_booster(booster, run.output("model.txt"))
     save_json(dict(params=best, best_iteration=booster.best_iteration, trials=len(study.trials)), run.output("best_params.json"))
     valid = score(task, yv, predict(booster, Xv))
