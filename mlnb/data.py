@@ -16,15 +16,16 @@ from .steps import open_step
 from .store import SnapshotStore, prune, referenced_snapshots
 
 # %% auto #0
-__all__ = ['SYNTHETIC_FILES', 'FILE_KINDS', 'PII_SALT_ENV', 'generate_churn', 'write_churn_sources', 'source_files', 'read_files',
-           'redact_uri', 'read_sql', 'read_http', 'newer_rows', 'watermark_of', 'changed_files', 'read_source',
-           'aggregate', 'parse_dates', 'join_source', 'collect_sources', 'pii_salt', 'protect_pii', 'save_snapshot',
-           'source_digests', 'run_data']
+__all__ = ['SYNTHETIC_FILES', 'FILE_KINDS', 'SQLITE_BATCH_ROWS', 'PII_SALT_ENV', 'generate_churn', 'write_churn_sources',
+           'source_files', 'read_files', 'redact_uri', 'read_sql', 'read_http', 'newer_rows', 'watermark_of',
+           'changed_files', 'read_source', 'aggregate', 'parse_dates', 'join_source', 'collect_sources', 'pii_salt',
+           'protect_pii', 'save_snapshot', 'source_digests', 'run_data']
 
 # %% ../nbs/00_data.ipynb #0a489dcd
 def generate_churn(rows:int,          # number of customers
                    seed:int=0,        # same seed, same data
-                   drift:float=0.0    # 0 = reference population; 1 = older, pricier, less engaged customers
+                   drift:float=0.0,   # 0 = reference population; 1 = older, pricier, less engaged customers
+                   events_scale:float=1.0 # events per customer times this (benchmarks: many customers, fewer events)
                   )->dict[str, pl.DataFrame]: # customers, billing, events
     "Generate the three related churn tables."
     rng = np.random.default_rng(seed)
@@ -38,7 +39,7 @@ def generate_churn(rows:int,          # number of customers
     age = np.clip(rng.normal(42 + 10 * drift, 13, rows), 18, 90).round()
     late = rng.poisson(0.4 + 0.6 * (contract == "monthly"), rows)
     engagement = rng.gamma(2.0, 4.0 * (1 - 0.5 * drift), rows)
-    n_events = rng.poisson(engagement)
+    n_events = rng.poisson(engagement * events_scale)
     # events: one row per event, for the customers above
     owner = np.repeat(ids, n_events)
     is_support = rng.random(owner.size) < np.repeat(0.05 + 0.1 * (late > 1), n_events)
@@ -53,8 +54,9 @@ def generate_churn(rows:int,          # number of customers
         "customer_id": ids, "signup_date": signup.astype("datetime64[D]").astype(str), "plan": plan, "contract": contract,
         "region": rng.choice(["north", "south", "east", "west"], rows),
         "age": np.where(missing(0.04), np.nan, age), "tenure_days": tenure, "monthly_charges": charges,
-        "email": [f"user{i}@example.com" for i in ids], "phone": [f"+1-555-{i:07d}" for i in ids], "churned": churned.astype(int),
-    }).with_columns(pl.col("age").fill_nan(None))
+        "email": pl.Series(ids), "phone": pl.Series(ids), "churned": churned.astype(int),
+    }).with_columns(pl.col("age").fill_nan(None), pl.format("user{}@example.com", "email").alias("email"),   # text built in polars, not Python
+                    pl.concat_str(pl.lit("+1-555-"), pl.col("phone").cast(pl.String).str.zfill(7)).alias("phone"))
     billing = pl.DataFrame({
         "customer_id": ids, "payment_method": rng.choice(["card", "bank", "paypal"], rows),
         "late_payments": late, "total_charges": (charges * tenure / 30).round(2),
@@ -76,9 +78,11 @@ def _write_sqlite(df:pl.DataFrame, path:Path, table:str):
         con.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * df.width)})', df.iter_rows())
     con.close()
 
-def write_churn_sources(syn:Synthetic)->Path:
+def write_churn_sources(syn:Synthetic,          # the config's `data.synthetic`
+                        events_scale:float=1.0  # passed to `generate_churn` (benchmarks only; recorded when not 1)
+                       )->Path:                 # the folder holding the sources
     "Generate the churn sources into `syn.dir` unless they are already there (made with the same settings)."
-    target, params = Path(syn.dir), dict(rows=syn.rows, seed=syn.seed, drift=syn.drift)
+    target, params = Path(syn.dir), dict(rows=syn.rows, seed=syn.seed, drift=syn.drift) | ({"events_scale": events_scale} if events_scale != 1 else {})
     if all((target/f).exists() for f in SYNTHETIC_FILES):
         made = load_json(target/"generator.json") if (target/"generator.json").exists() else params
         if made != params:
@@ -89,7 +93,7 @@ def write_churn_sources(syn:Synthetic)->Path:
         raise MlnbError(f"the folder exists but lacks some of {', '.join(SYNTHETIC_FILES)}", where=str(target),
                         fix="delete the folder to regenerate the synthetic data, or set data.synthetic: null to use your own files.")
     print(f"generating {syn.rows:,} synthetic customers into {target} (seed {syn.seed}, drift {syn.drift})", flush=True)
-    t = generate_churn(syn.rows, syn.seed, syn.drift)
+    t = generate_churn(syn.rows, syn.seed, syn.drift, events_scale)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -107,6 +111,7 @@ def write_churn_sources(syn:Synthetic)->Path:
 
 # %% ../nbs/00_data.ipynb #2ccb1631
 FILE_KINDS = ("csv", "tsv", "parquet", "jsonl", "sqlite")
+SQLITE_BATCH_ROWS = 250_000   # SQLite rows are fetched as Python tuples: in batches, so only one batch of them is alive at a time
 
 def source_files(src:Source)->list[Path]:
     "The files a source refers to (a glob may match many); a clear error when none exist."
@@ -119,7 +124,9 @@ def source_files(src:Source)->list[Path]:
 def _read_file(src:Source, path:Path)->pl.DataFrame:
     if src.kind == "sqlite":
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try: return pl.read_database(src.query, connection=con)
+        try:
+            parts = list(pl.read_database(src.query, connection=con, iter_batches=True, batch_size=SQLITE_BATCH_ROWS))
+            return pl.concat(parts, how="vertical_relaxed") if parts else pl.read_database(src.query, connection=con)
         finally: con.close()
     if src.kind in ("csv", "tsv"): return pl.read_csv(path, separator="\t" if src.kind == "tsv" else ",", infer_schema_length=10_000)
     if src.kind == "parquet": return pl.read_parquet(path)
@@ -455,6 +462,6 @@ def run_data(config_path:str|None=None, # pipeline config (the runner passes the
     print(f"snapshot {manifest['id']}: {df.height:,} rows x {df.width} columns from {len(data.sources)} sources; "
           f"PII {'dropped' if mode == 'drop' else 'pseudonymised'}: {pii}; stored in {store.root} (parent {stored['parent']})"
           + (f"; pruned {len(pruned)} old snapshot(s)" if pruned else ""))
-    run.log_table(df.head(5), "sample")
+    run.log_table(df.head(5).drop(pii, strict=False), "sample")        # PII columns, even pseudonymised, stay out of logs and W&B
     run.log_artifact(run.output("snapshot.parquet"), "dataset", name="snapshot")
     return run.finish(snapshot=manifest["id"], rows=df.height)

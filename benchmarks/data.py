@@ -1,0 +1,289 @@
+"""Data benchmark: generate, collect, validate and build features on large synthetic data, with a pandas baseline.
+
+    python benchmarks/data.py                                  # 1M and 10M customers, 3 repeats of the feature stages
+    python benchmarks/data.py --sizes 1000000 --repeats 3
+    python benchmarks/data.py --sizes 1000000 10000000 --large-repeats 1
+
+Each stage runs in its own Python process, reading the previous stage's output from disk, so its peak
+RSS is its own (`ru_maxrss` of the finished child, from `os.wait4`):
+  generate         `mlnb.data.write_churn_sources`: the default sources (SQLite customers, CSV billing,
+                   JSONL events) for N customers; `events_scale` = min(1, 1M / N), so there are about
+                   8M events at most (10M customers would otherwise make 80M);
+  collect          `mlnb.data.collect_sources` on the default config's sources (joins, event aggregation,
+                   date parsing), PII dropped, sorted by id, `save_snapshot` (zstd Parquet + manifest);
+  validate         step 01's checks: `infer_contract` on the snapshot, then `validate_snapshot` against it
+                   (structure, missing values, ranges, the contract through pandera, labels, outliers, leakage);
+  features         step 02's feature work in polars: `infer_task`, `split_frame` (stratified),
+                   `Preprocessor.fit` on the train rows (derived features, category codes with rare grouping,
+                   feature selection, train-quantile clip bounds, medians) and `transform` of all rows;
+  pandas-features  the same feature work written in pandas/numpy (same snapshot, same settings, the same
+                   derived features, rare grouping, selection, clip bounds and medians, a stratified split).
+rows/s = snapshot rows (customers) / seconds of the stage's work, timed inside the process (interpreter start
+and imports excluded; for the feature stages, reading the Parquet snapshot is timed separately and excluded
+from the throughput). The feature stages are repeated (`--repeats`, medians; `--large-repeats` above 2M rows).
+Generated data lives in a temporary folder under /tmp, deleted after each size. The figures are written between
+the markers in benchmarks/README.md and to benchmarks/results/data.json.
+"""
+import argparse, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 1024 ** 3
+STAGES = ("generate", "collect", "validate", "features", "pandas-features")
+
+# ---------------------------------------------------------------- stages (each runs in a child process)
+
+def _config():
+    from mlnb.config import Config
+    return Config()
+
+def _sources(cfg, churn:Path):
+    "The default config's sources, pointed at the generated folder."
+    out = []
+    for s in cfg.data.sources:
+        rel = Path(s.path).relative_to(Path(s.path).parents[1] if s.kind == "jsonl" else Path(s.path).parent)
+        out.append(s.model_copy(update={"path": str(churn/rel)}))
+    return out
+
+def stage_generate(work:Path, rows:int)->dict:
+    from mlnb.config import Synthetic
+    from mlnb.data import write_churn_sources
+    scale = min(1.0, 1_000_000 / rows)
+    t = time.perf_counter()
+    write_churn_sources(Synthetic(rows=rows, seed=0, dir=str(work/"churn")), events_scale=scale)
+    secs = time.perf_counter() - t
+    size = sum(f.stat().st_size for f in (work/"churn").rglob("*") if f.is_file())
+    return dict(seconds=secs, events_scale=scale, source_bytes=size)
+
+def stage_collect(work:Path, rows:int)->dict:
+    from mlnb.data import collect_sources, protect_pii, save_snapshot
+    cfg = _config()
+    t = time.perf_counter()
+    df, records = collect_sources(_sources(cfg, work/"churn"))
+    pii = [c for c in cfg.data.pii if c in df.columns]
+    df = protect_pii(df, pii, "drop").sort(cfg.data.id_column)
+    m = save_snapshot(df, work/"snapshot"/"snapshot.parquet", records, {"mode": "drop", "columns": pii})
+    secs = time.perf_counter() - t
+    assert m["rows"] == rows, (m["rows"], rows)
+    return dict(seconds=secs, events=records[-1]["rows"], snapshot_bytes=(work/"snapshot"/"snapshot.parquet").stat().st_size)
+
+def stage_validate(work:Path, rows:int)->dict:
+    import polars as pl
+    from mlnb.validate import infer_contract, validate_snapshot, failures
+    cfg = _config()
+    data, rules = cfg.data, cfg.validation
+    t = time.perf_counter()
+    df = pl.read_parquet(work/"snapshot"/"snapshot.parquet")
+    contract = infer_contract(df, data.target, data.id_column, rules.range_margin, rules.null_headroom, rules.max_categories)
+    report = validate_snapshot(df, data, rules, contract)
+    secs = time.perf_counter() - t
+    errors = failures(report)
+    assert errors.height == 0, errors
+    return dict(seconds=secs, checks=report.height, warnings=failures(report, "warning").height)
+
+def stage_features(work:Path, rows:int)->dict:
+    import polars as pl
+    from mlnb.features import Preprocessor, infer_task, split_frame
+    cfg = _config()
+    data, opt = cfg.data, cfg.features
+    t0 = time.perf_counter()
+    df = pl.read_parquet(work/"snapshot"/"snapshot.parquet")
+    t = time.perf_counter()
+    task = infer_task(df[data.target], cfg.train.task)
+    df = split_frame(df, opt.split, opt.valid_size, opt.test_size, cfg.seed, target=data.target if task != "regression" else None,
+                     time_column=data.time_column, group_column=opt.group_column)
+    exclude = [c for c in dict.fromkeys([data.id_column, data.time_column, opt.group_column, "split", *data.pii, *opt.drop]) if c]
+    settings = opt.model_dump(include={"clip_quantiles", "rare_min_count", "impute", "scale", "max_missing"})
+    pre = Preprocessor(data.target, opt.derived, exclude, **settings).fit(df.filter(pl.col("split") == "train"))
+    X = pre.transform(df)
+    secs = time.perf_counter() - t
+    assert X.height == rows
+    counts = df.group_by("split").len().sort("split").rows()
+    return dict(seconds=secs, read_seconds=t - t0, features=X.width, splits=dict(counts))
+
+RARE = "__rare__"
+
+def pandas_features(df, target:str, exclude:list, seed:int, valid_size:float, test_size:float, rare_min_count:int,
+                    clip_quantiles:tuple, max_missing:float, split=None):
+    "Step 02's feature work in pandas: stratified split, derived features, rare-grouped codes, selection, clip, medians."
+    import numpy as np, pandas as pd
+    y = df[target].to_numpy()
+    if split is None:                                         # stratified: a random rank within each class
+        rng, pos = np.random.default_rng(seed), np.empty(len(df))
+        for cls in np.unique(y):
+            idx = np.flatnonzero(y == cls)
+            pos[idx] = rng.permutation(idx.size) / idx.size
+        split = np.where(pos < test_size, "test", np.where(pos < test_size + valid_size, "valid", "train"))
+    train = np.asarray(split) == "train"
+    skip = {target, *exclude}
+    base = [c for c in df.columns if c not in skip and (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_string_dtype(df[c]))
+            and not pd.api.types.is_datetime64_any_dtype(df[c])]
+    texts = [c for c in base if not pd.api.types.is_numeric_dtype(df[c])]
+    X = pd.DataFrame(index=df.index)
+    for c in base:
+        if c in texts:                                         # category codes: frequent in train, else the rare code
+            counts = df.loc[train, c].value_counts(dropna=True)
+            counts = counts.rename_axis("v").reset_index(name="n").sort_values(["n", "v"], ascending=[False, True])
+            frequent = counts.loc[counts["n"] >= rare_min_count, "v"].tolist()
+            cats = frequent + ([RARE] if len(frequent) < len(counts) else [])
+            codes = pd.Categorical(df[c], categories=frequent).codes.astype("float64")
+            other = float(cats.index(RARE)) if RARE in cats else np.nan
+            X[c] = np.where(codes >= 0, codes, np.where(df[c].isna(), np.nan, other))
+        else: X[c] = df[c].astype("float64")
+    X["log_tenure"] = np.log(1 + df["tenure_days"].astype("float64"))
+    X["events_per_month"] = df["n_events"] * 30.0 / (1 + df["tenure_days"])
+    X["signup_month"] = pd.to_datetime(df["signup_date"]).dt.month.astype("float64")
+    Xt = X[train]                                              # feature selection on the train rows
+    dropped, seen = {}, {}
+    for c in Xt.columns:
+        miss, k = Xt[c].isna().mean(), Xt[c].nunique(dropna=False)
+        if miss > max_missing: dropped[c] = "mostly missing"
+        elif k <= 1: dropped[c] = "constant"
+        else:
+            h = int(pd.util.hash_pandas_object(Xt[c], index=False).sum())
+            twin = next((o for o in seen.get(h, []) if Xt[o].equals(Xt[c])), None)
+            if twin: dropped[c] = f"duplicate of {twin}"
+            else: seen.setdefault(h, []).append(c)
+    features = [c for c in X.columns if c not in dropped]
+    numeric = [c for c in features if c not in texts]
+    clip = {}
+    for c in numeric:                                          # clip bounds: train quantiles of finite values
+        v = Xt[c][np.isfinite(Xt[c])]
+        if len(v): clip[c] = [float(v.quantile(clip_quantiles[0], interpolation="nearest")), float(v.quantile(clip_quantiles[1], interpolation="nearest"))]
+    X = X[features]
+    for c, (lo, hi) in clip.items(): X[c] = X[c].clip(lo, hi)
+    medians = {c: float(X.loc[train, c].median()) for c in numeric}
+    return X, split, dict(clip=clip, medians=medians, dropped=dropped)
+
+def stage_pandas_features(work:Path, rows:int)->dict:
+    import pandas as pd
+    cfg = _config()
+    data, opt = cfg.data, cfg.features
+    t0 = time.perf_counter()
+    df = pd.read_parquet(work/"snapshot"/"snapshot.parquet")
+    t = time.perf_counter()
+    exclude = [c for c in dict.fromkeys([data.id_column, data.time_column, opt.group_column, "split", *data.pii, *opt.drop]) if c]
+    X, split, fitted = pandas_features(df, data.target, exclude, cfg.seed, opt.valid_size, opt.test_size, opt.rare_min_count,
+                                       tuple(opt.clip_quantiles), opt.max_missing)
+    secs = time.perf_counter() - t
+    assert len(X) == rows
+    return dict(seconds=secs, read_seconds=t - t0, features=X.shape[1], splits=dict(pd.Series(split).value_counts().sort_index().items()))
+
+def check_same(work:Path)->float:
+    "Largest absolute difference between the polars and pandas feature frames on the same split (a correctness check)."
+    import numpy as np, pandas as pd, polars as pl
+    from mlnb.features import Preprocessor, split_frame
+    cfg = _config()
+    data, opt = cfg.data, cfg.features
+    df = split_frame(pl.read_parquet(work/"snapshot"/"snapshot.parquet"), opt.split, opt.valid_size, opt.test_size, cfg.seed, target=data.target)
+    exclude = [c for c in dict.fromkeys([data.id_column, data.time_column, "split", *data.pii]) if c]
+    settings = opt.model_dump(include={"clip_quantiles", "rare_min_count", "impute", "scale", "max_missing"})
+    pre = Preprocessor(data.target, opt.derived, exclude, **settings).fit(df.filter(pl.col("split") == "train"))
+    a = pre.transform(df).to_pandas()
+    b, _, fitted = pandas_features(pd.read_parquet(work/"snapshot"/"snapshot.parquet"), data.target, exclude, cfg.seed, opt.valid_size,
+                                   opt.test_size, opt.rare_min_count, tuple(opt.clip_quantiles), opt.max_missing, split=df["split"].to_numpy())
+    assert sorted(a.columns) == sorted(b.columns), (a.columns, b.columns)
+    assert fitted["dropped"] == pre.dropped_, (fitted["dropped"], pre.dropped_)
+    return max(float(np.nanmax(np.abs(a[c].to_numpy() - b[c].to_numpy()))) if len(a) else 0.0 for c in a.columns)
+
+# ---------------------------------------------------------------- the driver
+
+def run_stage(stage:str, work:Path, rows:int)->dict:
+    "Run one stage in a fresh process; its result plus wall time and peak RSS (GiB) of that process alone."
+    out = work/f".{stage}.json"
+    t = time.perf_counter()
+    p = subprocess.Popen([sys.executable, __file__, "--stage", stage, "--work", str(work), "--rows", str(rows), "--out", str(out)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = p.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode: sys.exit(f"stage {stage} at {rows:,} rows failed (exit {p.returncode}):\n{log[-4000:]}")
+    res = json.loads(out.read_text())
+    return res | dict(wall_s=time.perf_counter() - t, peak_rss_gib=usage.ru_maxrss * 1024 / GIB)
+
+def bench_size(rows:int, repeats:int, base:Path)->dict:
+    work = Path(tempfile.mkdtemp(prefix=f"mlnb-data-{rows}-", dir=base))
+    try:
+        res = {}
+        for stage in STAGES:
+            n = repeats if stage.endswith("features") else 1
+            runs = [run_stage(stage, work, rows) for _ in range(n)]
+            secs = statistics.median(r["seconds"] for r in runs)
+            res[stage] = runs[0] | dict(seconds=secs, rows_per_s=rows / secs, peak_rss_gib=max(r["peak_rss_gib"] for r in runs),
+                                       repeats=n, all_seconds=[r["seconds"] for r in runs])
+            print(f"{rows:>12,} {stage:<16} {secs:8.2f} s  {rows / secs:>14,.0f} rows/s  peak RSS {res[stage]['peak_rss_gib']:.2f} GiB"
+                  + (f"  (runs: {', '.join(f'{r:.2f}' for r in res[stage]['all_seconds'])})" if n > 1 else ""), flush=True)
+        res["speedup"] = res["pandas-features"]["seconds"] / res["features"]["seconds"]
+        res["peak_rss_gib"] = max(res[s]["peak_rss_gib"] for s in STAGES)
+        return res
+    finally: shutil.rmtree(work, ignore_errors=True)
+
+def report(results:dict, machine:str)->str:
+    rows = []
+    for n, r in results.items():
+        for s in STAGES:
+            x = r[s]
+            rows.append(f"| {int(n):,} | {s} | {x['seconds']:.2f} | {x['rows_per_s']:,.0f} | {x['peak_rss_gib']:.2f} | {x['repeats']} |")
+    speed = "\n".join(f"| feature step, {int(n):,} rows: polars / pandas throughput | {r['speedup']:.1f}x | ≥ 5x {'✅' if r['speedup'] >= 5 else '❌'} |"
+                      for n, r in results.items())
+    big = [(n, r) for n, r in results.items() if int(n) >= 10_000_000]
+    rss = "\n".join(f"| largest peak RSS of any stage, {int(n):,} rows | {r['peak_rss_gib']:.2f} GiB | ≤ 8 GiB {'✅' if r['peak_rss_gib'] <= 8 else '❌'} |"
+                    for n, r in big) or "| largest peak RSS at 10M rows | not measured in this run | ≤ 8 GiB |"
+    gen = "; ".join(f"{int(n):,} customers: events_scale {r['generate']['events_scale']:g}, {r['collect']['events']:,} events, "
+                    f"sources {r['generate']['source_bytes'] / GIB:.2f} GiB, snapshot {r['collect']['snapshot_bytes'] / 2**20:.0f} MiB"
+                    for n, r in results.items())
+    return f"""Machine: {machine}. Rows = customers (snapshot rows). Data: {gen}.
+Feature stages: median of the repeats shown (peak RSS: the largest); other stages run once.
+
+| rows | stage | seconds | rows/s | peak RSS GiB | repeats |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+| target | measured | |
+|---|---|---|
+{speed}
+{rss}
+
+Seconds exclude interpreter start and imports; the feature stages also exclude reading the snapshot
+(polars `read_parquet`, pandas `read_parquet` with its default dtypes), so both sides are timed on the same work.
+"""
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="customers per size")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the feature stages (median)")
+    ap.add_argument("--large-repeats", type=int, default=1, help="repeats of the feature stages above 2M rows")
+    ap.add_argument("--tmp", default="/tmp", help="where the generated data goes (deleted after each size)")
+    ap.add_argument("--no-readme", action="store_true", help="do not write benchmarks/README.md")
+    ap.add_argument("--stage", choices=STAGES + ("check",), help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--rows", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.stage == "check":
+        print(f"largest |polars - pandas| feature difference on the same split: {check_same(Path(args.work))}"); return
+    if args.stage:
+        res = globals()["stage_" + args.stage.replace("-", "_")](Path(args.work), args.rows)
+        Path(args.out).write_text(json.dumps(res | dict(self_maxrss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB)))
+        return
+    import pandas, polars
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}; "
+               f"polars {polars.__version__}, pandas {pandas.__version__} (vectorised numpy/pandas code, its default string dtype)")
+    results = {}
+    for n in args.sizes:   # figures are written after each size, so a failed larger size keeps the smaller ones
+        results[str(n)] = bench_size(n, args.repeats if n <= 2_000_000 else args.large_repeats, Path(args.tmp))
+        write(results, machine, args.no_readme)
+
+def write(results:dict, machine:str, no_readme:bool=False):
+    text = report(results, machine)
+    (ROOT/"benchmarks"/"results").mkdir(exist_ok=True)
+    (ROOT/"benchmarks"/"results"/"data.json").write_text(json.dumps(dict(machine=machine, results=results), indent=2))
+    if not no_readme:
+        readme = ROOT/"benchmarks"/"README.md"
+        start, end = "<!-- data:start -->", "<!-- data:end -->"
+        doc = readme.read_text()
+        readme.write_text(doc[:doc.index(start) + len(start)] + "\n" + text + doc[doc.index(end):])
+    print(text)
+
+if __name__ == "__main__":
+    main()
