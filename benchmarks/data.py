@@ -26,6 +26,7 @@ the markers in benchmarks/README.md and to benchmarks/results/data.json.
 """
 import argparse, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
+from _report import save_report
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1024 ** 3
@@ -83,7 +84,7 @@ def stage_validate(work:Path, rows:int)->dict:
 
 def stage_features(work:Path, rows:int)->dict:
     import polars as pl
-    from mlnb.features import Preprocessor, infer_task, split_frame
+    from mlnb.features import Preprocessor, excluded_columns, infer_task, split_frame
     cfg = _config()
     data, opt = cfg.data, cfg.features
     t0 = time.perf_counter()
@@ -92,7 +93,7 @@ def stage_features(work:Path, rows:int)->dict:
     task = infer_task(df[data.target], cfg.train.task)
     df = split_frame(df, opt.split, opt.valid_size, opt.test_size, cfg.seed, target=data.target if task != "regression" else None,
                      time_column=data.time_column, group_column=opt.group_column)
-    exclude = [c for c in dict.fromkeys([data.id_column, data.time_column, opt.group_column, "split", *data.pii, *opt.drop]) if c]
+    exclude = excluded_columns(cfg)
     settings = opt.model_dump(include={"clip_quantiles", "rare_min_count", "impute", "scale", "max_missing"})
     pre = Preprocessor(data.target, opt.derived, exclude, **settings).fit(df.filter(pl.col("split") == "train"))
     X = pre.transform(df)
@@ -157,12 +158,13 @@ def pandas_features(df, target:str, exclude:list, seed:int, valid_size:float, te
 
 def stage_pandas_features(work:Path, rows:int)->dict:
     import pandas as pd
+    from mlnb.features import excluded_columns
     cfg = _config()
     data, opt = cfg.data, cfg.features
     t0 = time.perf_counter()
     df = pd.read_parquet(work/"snapshot"/"snapshot.parquet")
     t = time.perf_counter()
-    exclude = [c for c in dict.fromkeys([data.id_column, data.time_column, opt.group_column, "split", *data.pii, *opt.drop]) if c]
+    exclude = excluded_columns(cfg)
     X, split, fitted = pandas_features(df, data.target, exclude, cfg.seed, opt.valid_size, opt.test_size, opt.rare_min_count,
                                        tuple(opt.clip_quantiles), opt.max_missing)
     secs = time.perf_counter() - t
@@ -172,11 +174,11 @@ def stage_pandas_features(work:Path, rows:int)->dict:
 def check_same(work:Path)->float:
     "Largest absolute difference between the polars and pandas feature frames on the same split (a correctness check)."
     import numpy as np, pandas as pd, polars as pl
-    from mlnb.features import Preprocessor, split_frame
+    from mlnb.features import Preprocessor, excluded_columns, split_frame
     cfg = _config()
     data, opt = cfg.data, cfg.features
     df = split_frame(pl.read_parquet(work/"snapshot"/"snapshot.parquet"), opt.split, opt.valid_size, opt.test_size, cfg.seed, target=data.target)
-    exclude = [c for c in dict.fromkeys([data.id_column, data.time_column, "split", *data.pii]) if c]
+    exclude = excluded_columns(cfg)
     settings = opt.model_dump(include={"clip_quantiles", "rare_min_count", "impute", "scale", "max_missing"})
     pre = Preprocessor(data.target, opt.derived, exclude, **settings).fit(df.filter(pl.col("split") == "train"))
     a = pre.transform(df).to_pandas()
@@ -275,15 +277,7 @@ def main(argv=None):
         write(results, machine, args.no_readme)
 
 def write(results:dict, machine:str, no_readme:bool=False):
-    text = report(results, machine)
-    (ROOT/"benchmarks"/"results").mkdir(exist_ok=True)
-    (ROOT/"benchmarks"/"results"/"data.json").write_text(json.dumps(dict(machine=machine, results=results), indent=2))
-    if not no_readme:
-        readme = ROOT/"benchmarks"/"README.md"
-        start, end = "<!-- data:start -->", "<!-- data:end -->"
-        doc = readme.read_text()
-        readme.write_text(doc[:doc.index(start) + len(start)] + "\n" + text + doc[doc.index(end):])
-    print(text)
+    save_report("data", dict(machine=machine, results=results), report(results, machine), readme=not no_readme)
 
 if __name__ == "__main__":
     main()

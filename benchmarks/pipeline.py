@@ -15,6 +15,7 @@ markers in benchmarks/README.md.
 import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import yaml
+from _report import save_report
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -81,13 +82,7 @@ wall time minus the time the kernel spent in cells (kernel start, papermill, wri
 |---|---|---|---|
 {table}
 """
-    (ROOT/"benchmarks"/"results").mkdir(exist_ok=True)
-    (ROOT/"benchmarks"/"results"/"pipeline.json").write_text(json.dumps(res, indent=2))
-    readme = ROOT/"benchmarks"/"README.md"
-    start, end = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
-    doc = readme.read_text()
-    readme.write_text(doc[:doc.index(start) + len(start)] + "\n" + text + doc[doc.index(end):])
-    print(text)
+    save_report("pipeline", res, text)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ from .steps import open_step
 __all__ = ['RARE', 'NUMERIC', 'LEGACY', 'SPLITS', 'feature_version', 'derived_exprs', 'fit_categories', 'category_code',
            'select_features', 'finite', 'fit_clip', 'fit_medians', 'fit_scale', 'clip_exprs', 'fill_exprs',
            'scale_exprs', 'Preprocessor', 'split_position', 'split_frame', 'split_manifest', 'check_manifest',
-           'class_balance', 'downsample', 'infer_task', 'features_table', 'run_features']
+           'class_balance', 'downsample', 'infer_task', 'excluded_columns', 'features_table', 'run_features']
 
 # %% ../nbs/02_features.ipynb #ae746058
 def feature_version(name:str,              # feature name
@@ -265,6 +265,12 @@ def infer_task(y:pl.Series, configured:str="auto")->str:
     return "regression"
 
 # %% ../nbs/02_features.ipynb #296829ff
+def excluded_columns(cfg)->list[str]:
+    "Columns the preprocessor must not turn into features, by the config."
+    data, f = cfg.data, cfg.features
+    return [c for c in dict.fromkeys([data.id_column, data.time_column, f.group_column, "split", *data.pii, *f.drop]) if c]
+
+# %% ../nbs/02_features.ipynb #5f02614a
 def features_table(pre:Preprocessor)->pl.DataFrame:
     "One row per candidate feature: version, definition, kept or dropped and why, clip bounds."
     rows = [dict(feature=f, version=pre.versions_.get(f), definition=pre.derived.get(f, "raw column"), status="kept" if f in pre.features_ else "dropped",
@@ -285,7 +291,7 @@ def run_features(config_path:str|None=None, run_dir:str|None=None)->dict:
     df = split_frame(df, opt.split, cfg.features.valid_size, cfg.features.test_size, cfg.seed, target=data.target if task != "regression" else None,
                      time_column=data.time_column, group_column=opt.group_column)
     manifest = check_manifest(split_manifest(df, opt.split, data.id_column, data.time_column if opt.split == "time" else None))
-    exclude = [c for c in dict.fromkeys([data.id_column, data.time_column, opt.group_column, "split", *data.pii, *cfg.features.drop]) if c]
+    exclude = excluded_columns(cfg)
     settings = opt.model_dump(include={"clip_quantiles", "rare_min_count", "impute", "scale", "max_missing"})
     pre = Preprocessor(data.target, cfg.features.derived, exclude, **settings).fit(df.filter(pl.col("split") == "train"))
     classes = sorted(df[data.target].unique().to_list()) if task != "regression" else []
