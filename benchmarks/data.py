@@ -82,13 +82,18 @@ def stage_validate(work:Path, rows:int)->dict:
     assert errors.height == 0, errors
     return dict(seconds=secs, checks=report.height, warnings=failures(report, "warning").height)
 
+def _read_snapshot(work:Path, read)->tuple:
+    "The snapshot read with `read` (polars' or pandas' read_parquet), and the seconds the read took (kept out of the throughput)."
+    t = time.perf_counter()
+    df = read(work/"snapshot"/"snapshot.parquet")
+    return df, time.perf_counter() - t
+
 def stage_features(work:Path, rows:int)->dict:
     import polars as pl
     from mlnb.features import Preprocessor, excluded_columns, infer_task, split_frame
     cfg = _config()
     data, opt = cfg.data, cfg.features
-    t0 = time.perf_counter()
-    df = pl.read_parquet(work/"snapshot"/"snapshot.parquet")
+    df, read_seconds = _read_snapshot(work, pl.read_parquet)
     t = time.perf_counter()
     task = infer_task(df[data.target], cfg.train.task)
     df = split_frame(df, opt.split, opt.valid_size, opt.test_size, cfg.seed, target=data.target if task != "regression" else None,
@@ -100,7 +105,7 @@ def stage_features(work:Path, rows:int)->dict:
     secs = time.perf_counter() - t
     assert X.height == rows
     counts = df.group_by("split").len().sort("split").rows()
-    return dict(seconds=secs, read_seconds=t - t0, features=X.width, splits=dict(counts))
+    return dict(seconds=secs, read_seconds=read_seconds, features=X.width, splits=dict(counts))
 
 RARE = "__rare__"
 
@@ -161,15 +166,14 @@ def stage_pandas_features(work:Path, rows:int)->dict:
     from mlnb.features import excluded_columns
     cfg = _config()
     data, opt = cfg.data, cfg.features
-    t0 = time.perf_counter()
-    df = pd.read_parquet(work/"snapshot"/"snapshot.parquet")
+    df, read_seconds = _read_snapshot(work, pd.read_parquet)
     t = time.perf_counter()
     exclude = excluded_columns(cfg)
     X, split, fitted = pandas_features(df, data.target, exclude, cfg.seed, opt.valid_size, opt.test_size, opt.rare_min_count,
                                        tuple(opt.clip_quantiles), opt.max_missing)
     secs = time.perf_counter() - t
     assert len(X) == rows
-    return dict(seconds=secs, read_seconds=t - t0, features=X.shape[1], splits=dict(pd.Series(split).value_counts().sort_index().items()))
+    return dict(seconds=secs, read_seconds=read_seconds, features=X.shape[1], splits=dict(pd.Series(split).value_counts().sort_index().items()))
 
 def check_same(work:Path)->float:
     "Largest absolute difference between the polars and pandas feature frames on the same split (a correctness check)."
