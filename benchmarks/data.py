@@ -95,7 +95,7 @@ def stage_features(work:Path, rows:int)->dict:
     data, opt = cfg.data, cfg.features
     df, read_seconds = _read_snapshot(work, pl.read_parquet)
     t = time.perf_counter()
-    task = infer_task(df[data.target], cfg.train.task)
+    task = infer_task(df[data.target], cfg.problem.task)
     df = split_frame(df, opt.split, opt.valid_size, opt.test_size, cfg.seed, target=data.target if task != "regression" else None,
                      time_column=data.time_column, group_column=opt.group_column)
     exclude = excluded_columns(cfg)

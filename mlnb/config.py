@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .core import MlnbError, atomic_path
 
 # %% auto #0
-__all__ = ['AGGREGATIONS', 'Strict', 'HttpSource', 'Source', 'Synthetic', 'DataCfg', 'ValidateCfg', 'FeaturesCfg', 'TrainCfg',
-           'TuneCfg', 'EvaluateCfg', 'PackageCfg', 'DeployCfg', 'TrackingCfg', 'Config', 'config_errors',
-           'apply_overrides', 'load_config', 'save_config', 'demo_config']
+__all__ = ['AGGREGATIONS', 'Strict', 'HttpSource', 'Source', 'Synthetic', 'DataCfg', 'ValidateCfg', 'FeaturesCfg', 'ProblemCfg',
+           'TrainCfg', 'TuneCfg', 'EvaluateCfg', 'PackageCfg', 'DeployCfg', 'ServeCfg', 'MonitorCfg', 'AccessCfg',
+           'TrackingCfg', 'Config', 'config_errors', 'apply_overrides', 'load_config', 'save_config', 'demo_config']
 
 # %% ../nbs/11_config.ipynb #cc3202ca
 class Strict(BaseModel):
@@ -144,9 +144,12 @@ class FeaturesCfg(Strict):
             raise ValueError("features.clip_quantiles must be two numbers with 0 <= low < high <= 1")
         return self
 
+class ProblemCfg(Strict):
+    "What is predicted and what counts as success."
+    task: Literal["auto", "binary", "multiclass", "regression"] = "auto"  # auto: inferred from the target
+
 class TrainCfg(Strict):
-    "Step 03: the task and LightGBM's starting parameters."
-    task: Literal["auto", "binary", "multiclass", "regression"] = "auto"
+    "Step 03: LightGBM's starting parameters."
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0, le=1)
     min_child_samples: int = Field(20, ge=1)
@@ -177,6 +180,15 @@ class DeployCfg(Strict):
     host: str = "127.0.0.1"
     smoke_rows: int = Field(200, ge=1)
 
+class ServeCfg(Strict):
+    "The model service (`mlnb serve`)."
+
+class MonitorCfg(Strict):
+    "Monitoring and retraining (`mlnb monitor`, `mlnb retrain`)."
+
+class AccessCfg(Strict):
+    "Who may change the registry."
+
 class TrackingCfg(Strict):
     "Weights & Biases: `auto` is WANDB_MODE if set, online with WANDB_API_KEY, offline otherwise."
     mode: Literal["auto", "offline", "online", "disabled"] = "auto"
@@ -189,6 +201,7 @@ class Config(Strict):
     project: str = "churn"
     seed: int = 42                              # every random choice downstream derives from it
     runs_dir: str = "runs"                      # where run folders go (relative to the config file)
+    problem: ProblemCfg = Field(default_factory=ProblemCfg)
     data: DataCfg = Field(default_factory=DataCfg)
     validation: ValidateCfg = Field(default_factory=ValidateCfg, alias="validate")
     features: FeaturesCfg = Field(default_factory=FeaturesCfg)
@@ -197,6 +210,9 @@ class Config(Strict):
     evaluate: EvaluateCfg = Field(default_factory=EvaluateCfg)
     package: PackageCfg = Field(default_factory=PackageCfg)
     deploy: DeployCfg = Field(default_factory=DeployCfg)
+    serve: ServeCfg = Field(default_factory=ServeCfg)
+    monitor: MonitorCfg = Field(default_factory=MonitorCfg)
+    access: AccessCfg = Field(default_factory=AccessCfg)
     tracking: TrackingCfg = Field(default_factory=TrackingCfg)
 
     def section(self, name:str)->dict:

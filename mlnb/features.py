@@ -287,7 +287,7 @@ def run_features(config_path:str|None=None, run_dir:str|None=None)->dict:
     if df[data.target].null_count():
         raise MlnbError(f"the target '{data.target}' has {df[data.target].null_count()} missing values", where="step 02_features",
                         fix="drop or label those rows; step 01_validate should have caught this.")
-    task = infer_task(df[data.target], cfg.train.task)
+    task = infer_task(df[data.target], cfg.problem.task)
     df = split_frame(df, opt.split, cfg.features.valid_size, cfg.features.test_size, cfg.seed, target=data.target if task != "regression" else None,
                      time_column=data.time_column, group_column=opt.group_column)
     manifest = check_manifest(split_manifest(df, opt.split, data.id_column, data.time_column if opt.split == "time" else None))

@@ -22,7 +22,7 @@ class Step:
     module: str             # mlnb module holding the entry point
     entry: str              # function `entry(config_path, run_dir)` that runs the step
     inputs: tuple = ()      # the upstream files it reads, as "step/file"
-    sections: tuple = ()    # config keys in its fingerprint: sections (`train`) or dotted keys (`train.task`)
+    sections: tuple = ()    # config keys in its fingerprint: sections (`train`) or dotted keys (`problem.task`)
     cache: bool = True      # False: always re-run (steps with effects beyond the run folder)
     external: str|None = None  # "module.function" giving digests of inputs outside the run (cfg -> dict), for the fingerprint
 
@@ -38,7 +38,7 @@ _SPLITS = ("02_features/train.parquet", "02_features/valid.parquet", "02_feature
 STEPS = (
     Step("00_data",     "data",     "run_data",     (),                                        ("data",), external="mlnb.data.source_digests"),
     Step("01_validate", "validate", "run_validate", ("00_data/snapshot.parquet",),             ("data", "validate"), external="mlnb.validate.contract_digest"),
-    Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "train.task")),
+    Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "problem.task")),
     Step("03_train",    "train",    "run_train",    _SPLITS,                                   ("seed", "data", "train")),
     Step("04_tune",     "tune",     "run_tune",     _SPLITS,                                   ("seed", "data", "train", "tune")),
     Step("05_evaluate", "evaluate", "run_evaluate", ("02_features/test.parquet", *_SPLITS[2:], "03_train/baseline.json", "04_tune/model.txt"),
