@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 import numpy as np
 import polars as pl
+from .security import read_secret
 from .core import MlnbError, atomic_path, load_json, save_json, sha256_file
 from .config import Source, Synthetic
 from .steps import open_step
@@ -385,8 +386,7 @@ PII_SALT_ENV = "MLNB_PII_SALT"
 
 def pii_salt(salt_file:str|Path|None=None)->str:
     "The pseudonymisation salt: `$MLNB_PII_SALT`, else the first line of `salt_file`; an error if neither holds one."
-    salt = os.environ.get(PII_SALT_ENV, "").strip()
-    if not salt and salt_file and Path(salt_file).is_file(): salt = Path(salt_file).read_text(encoding="utf-8").strip()
+    salt = read_secret(PII_SALT_ENV, salt_file)
     if not salt:
         raise MlnbError("PII pseudonymisation needs a salt, and none is set", where=f"${PII_SALT_ENV} / data.pii_salt_file",
                         fix=f"export {PII_SALT_ENV}=$(python -c 'import secrets; print(secrets.token_hex(32))'), or point data.pii_salt_file at a "
