@@ -94,6 +94,7 @@ class DataCfg(Strict):
     previous_manifest: str|None = None          # incremental collection: the previous snapshot's manifest (default: the store's newest)
     synthetic: Synthetic|None = Field(default_factory=Synthetic)  # null: never generate
     store: str = "data/snapshots"               # content-addressed snapshot store shared by runs
+    snapshot: str|None = None                   # reuse this stored snapshot (id or prefix) instead of collecting (`mlnb reproduce` sets it)
     keep_snapshots: int = Field(20, ge=1)       # retention: newest snapshots kept (plus any a model was trained on)
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ from .store import SnapshotStore, prune, referenced_snapshots
 __all__ = ['SYNTHETIC_FILES', 'FILE_KINDS', 'SQLITE_BATCH_ROWS', 'PII_SALT_ENV', 'generate_churn', 'write_churn_sources',
            'source_files', 'read_files', 'redact_uri', 'read_sql', 'read_http', 'newer_rows', 'watermark_of',
            'changed_files', 'read_source', 'aggregate', 'parse_dates', 'join_source', 'collect_sources', 'pii_salt',
-           'protect_pii', 'save_snapshot', 'source_digests', 'run_data']
+           'protect_pii', 'save_snapshot', 'source_digests', 'reuse_snapshot', 'run_data']
 
 # %% ../nbs/00_data.ipynb #0a489dcd
 def generate_churn(rows:int,          # number of customers
@@ -428,7 +428,8 @@ def save_snapshot(df:pl.DataFrame,            # the collected, PII-protected fra
 
 # %% ../nbs/00_data.ipynb #32c313ce
 def source_digests(cfg)->dict:
-    "Content digests of the files the config's sources read; a fresh token for sources that cannot be digested."
+    "Content digests of the files the config's sources read (or of `data.snapshot`); a fresh token for sources that cannot be digested."
+    if cfg.data.snapshot: return {"snapshot": SnapshotStore(cfg.data.store).get(cfg.data.snapshot)["sha256"]}
     out = {}
     for s in cfg.data.sources:
         if s.kind in FILE_KINDS and not s.watermark: out[s.name] = {str(f): sha256_file(f) for f in source_files(s)}
@@ -436,14 +437,31 @@ def source_digests(cfg)->dict:
     return out
 
 # %% ../nbs/00_data.ipynb #9e485699
+def reuse_snapshot(run, store:SnapshotStore, ref:str)->dict:
+    "Step 00 with `data.snapshot` set: the stored snapshot becomes this run's, unchanged."
+    stored = store.get(ref)
+    src, dest = Path(stored["path"]), run.output("snapshot.parquet")
+    if sha256_file(src) != stored["sha256"]:
+        raise MlnbError(f"stored snapshot {stored['id']} does not match its recorded sha256", where=str(src),
+                        fix="the store was modified; restore the file from a backup or collect a new snapshot (unset data.snapshot).")
+    with atomic_path(dest) as tmp: shutil.copyfile(src, tmp)
+    manifest = {k: v for k, v in stored.items() if k != "path"}
+    save_json(manifest, dest.with_name("manifest.json"))
+    run.log_metrics(rows=manifest["rows"], columns=len(manifest["columns"]))
+    run.log_params(snapshot=manifest["id"], reused=True)
+    print(f"snapshot {manifest['id']} reused from {store.root}: {manifest['rows']:,} rows x {len(manifest['columns'])} columns")
+    return run.finish(snapshot=manifest["id"], rows=manifest["rows"], reused=True)
+
+# %% ../nbs/00_data.ipynb #c9c69004
 def run_data(config_path:str|None=None, # pipeline config (the runner passes the run's copy)
              run_dir:str|None=None      # run folder; None with no config = a temporary demo
             )->dict:                    # the step record written to step.json
     "Step 00: generate the default sources if needed, collect, protect PII, snapshot."
     run = open_step("00_data", config_path, run_dir)
     data = run.cfg.data
-    if data.synthetic: write_churn_sources(data.synthetic)
     store = SnapshotStore(data.store)
+    if data.snapshot: return reuse_snapshot(run, store, data.snapshot)
+    if data.synthetic: write_churn_sources(data.synthetic)
     previous = data.previous_manifest or (store.get(store.ids()[-1]) if store.ids() and any(s.watermark for s in data.sources) else None)
     df, records = collect_sources(data.sources, previous)
     if data.target not in df.columns:
