@@ -10,7 +10,7 @@ import polars as pl
 from .core import MlnbError, load_json, save_json, sha256_file
 
 # %% auto #0
-__all__ = ['SnapshotStore', 'table', 'diff', 'referenced_snapshots', 'prune']
+__all__ = ['SnapshotStore', 'table', 'diff', 'referenced_snapshots', 'prune', 'erase_rows', 'erase']
 
 # %% ../nbs/16_store.ipynb #eec7c838
 def _link_or_copy(src:Path, dest:Path):
@@ -80,3 +80,46 @@ def prune(store:SnapshotStore, keep:int, referenced:set[str]=frozenset())->list[
     doomed = [i for i in ids[:max(len(ids) - keep, 0)] if i not in referenced]
     for i in doomed: shutil.rmtree(store.root/i)
     return doomed
+
+# %% ../nbs/16_store.ipynb #9aeafd7d
+def erase_rows(path:str|Path, column:str, values:list)->int:
+    "Rewrite the Parquet file at `path` without the rows whose `column` is in `values`; return how many went."
+    path = Path(path)
+    schema = pl.read_parquet_schema(path)
+    if column not in schema: return 0
+    keep = pl.col(column).is_in(pl.Series(values).cast(schema[column], strict=False)).not_()
+    df = pl.read_parquet(path)
+    kept = df.filter(keep.fill_null(True))
+    gone = df.height - kept.height
+    if gone:
+        from mlnb.core import atomic_path
+        with atomic_path(path) as tmp: kept.write_parquet(tmp, compression="zstd", statistics=True)
+    return gone
+
+def erase(store:SnapshotStore,             # the snapshot store
+          column:str,                      # the subject's id column, e.g. customer_id
+          values:list,                     # the subjects' ids
+          folders:list[str|Path]=(),       # also rewrite every *.parquet below these (runs/, prediction logs)
+          reason:str="",                   # e.g. the request's ticket number
+          actor:str|None=None              # who asked (default: $MLNB_USER or the OS user)
+         )->dict:
+    "Remove a subject's rows from snapshots and other Parquet files, and record the erasure."
+    import getpass
+    if not values: raise MlnbError("nothing to erase: no ids given", fix="pass one or more ids, e.g. `mlnb data erase --id 42`.")
+    files = {}
+    for sid in store.ids():
+        path = store.root/sid/"snapshot.parquet"
+        if n := erase_rows(path, column, values):
+            m = load_json(store.root/sid/"manifest.json")
+            m.update(rows=m["rows"] - n, sha256=sha256_file(path), erasures=m.get("erasures", 0) + 1)
+            save_json(m, store.root/sid/"manifest.json")
+            files[str(path)] = n
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.parquet")) if Path(folder).is_dir() else []:
+            if n := erase_rows(path, column, values): files[str(path)] = n
+    entry = dict(time=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                 actor=actor or os.environ.get("MLNB_USER") or getpass.getuser(), column=column, subjects=len(values),
+                 rows=sum(files.values()), files=files, reason=reason)
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.root/"erasures.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(entry) + "\n")
+    return entry
