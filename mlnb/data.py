@@ -47,8 +47,12 @@ def generate_churn(rows:int,          # number of customers
     minutes = np.where(is_support, 0.0, rng.exponential(12.0, owner.size)).round(1)
     ts = np.datetime64("2025-10-01T00:00:00") + rng.integers(0, 92 * 86400, owner.size).astype("timedelta64[s]")
     support = np.bincount(owner, weights=is_support, minlength=rows + 1)[1:]
-    logit = (-2.6 + 1.3 * (contract == "monthly") - 0.8 * (contract == "two_year") + 0.45 * late + 0.6 * support
-             - 0.35 * np.log1p(n_events) - 0.0006 * tenure + 0.012 * (charges.clip(0, 200) - 45) + rng.normal(0, 0.5, rows))
+    # churn risk: mostly additive, plus the non-linear effects real churn has (and a linear model misses):
+    # new customers leave in the first months, monthly contracts on expensive plans, the young and the old
+    logit = (-3.7 + 1.0 * (contract == "monthly") - 0.8 * (contract == "two_year") + 0.45 * late + 0.6 * support
+             - 0.35 * np.log1p(n_events) - 0.0004 * tenure + 0.006 * (charges.clip(0, 200) - 45)
+             + 1.6 * (tenure < 120) + 1.4 * ((contract == "monthly") & (charges > 60)) + 1.2 * ((age - 42) / 15) ** 2
+             + rng.normal(0, 0.5, rows))
     churned = rng.random(rows) < 1 / (1 + np.exp(-logit))
     missing = lambda p: rng.random(rows) < p
     customers = pl.DataFrame({

@@ -5,7 +5,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["mlnb", "mlnb.core", "mlnb.config", "mlnb.steps", "mlnb.data", "mlnb.validate", "mlnb.features", "mlnb.train",
-           "mlnb.tune", "mlnb.evaluate", "mlnb.registry", "mlnb.serve", "mlnb.tracking", "mlnb.runner", "mlnb.cli", "mlnb.store", "mlnb.security"]
+           "mlnb.tune", "mlnb.evaluate", "mlnb.registry", "mlnb.serve", "mlnb.tracking", "mlnb.runner", "mlnb.cli", "mlnb.store", "mlnb.security", "mlnb.monitor"]
 
 def test_library_imports_without_dev_tools():
     blocker = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
