@@ -14,10 +14,18 @@ RSS is its own (`ru_maxrss` of the finished child, from `os.wait4`):
   validate         step 01's checks: `infer_contract` on the snapshot, then `validate_snapshot` against it
                    (structure, missing values, ranges, the contract through pandera, labels, outliers, leakage);
   features         step 02's feature work in polars: `infer_task`, `split_frame` (stratified),
-                   `Preprocessor.fit` on the train rows (derived features, category codes with rare grouping,
-                   feature selection, train-quantile clip bounds, medians) and `transform` of all rows;
+                   `Preprocessor.fit(df, pl.col("split") == "train")` (derived features, category codes with rare
+                   grouping, feature selection, train-quantile clip bounds, medians) and `transform` of every row,
+                   as steps 02 and 03 do it: fit computes the train rows' features in its selection pass, and
+                   transform computes them again;
   pandas-features  the same feature work written in pandas/numpy (same snapshot, same settings, the same
-                   derived features, rare grouping, selection, clip bounds and medians, a stratified split).
+                   derived features, rare grouping, selection, clip bounds and medians, a stratified split), each
+                   feature computed once for all rows; selection on the train rows by the same rules (missing share;
+                   constant = all missing, or none missing and min == max; duplicates by an order-free hash, then
+                   compared); clip quantiles and medians on the same seeded sample of train rows
+                   (`mlnb.features.sample_positions`, 100,000 rows).
+`--stage check` (not part of the run) asserts that both produce the same features, dropped columns, clip bounds and
+medians on the same split.
 rows/s = snapshot rows (customers) / seconds of the stage's work, timed inside the process (interpreter start
 and imports excluded; for the feature stages, reading the Parquet snapshot is timed separately and excluded
 from the throughput). The feature stages are repeated (`--repeats`, medians; `--large-repeats` above 2M rows).
@@ -94,25 +102,29 @@ def stage_features(work:Path, rows:int)->dict:
     cfg = _config()
     data, opt = cfg.data, cfg.features
     df, read_seconds = _read_snapshot(work, pl.read_parquet)
-    t = time.perf_counter()
+    t = [time.perf_counter()]
     task = infer_task(df[data.target], cfg.problem.task)
     df = split_frame(df, opt.split, opt.valid_size, opt.test_size, cfg.seed, target=data.target if task != "regression" else None,
                      time_column=data.time_column, group_column=opt.group_column)
+    t.append(time.perf_counter())
     exclude = excluded_columns(cfg)
     settings = opt.model_dump(include={"clip_quantiles", "rare_min_count", "impute", "scale", "max_missing"})
-    pre = Preprocessor(data.target, opt.derived, exclude, **settings).fit(df.filter(pl.col("split") == "train"))
+    pre = Preprocessor(data.target, opt.derived, exclude, **settings).fit(df, pl.col("split") == "train")
+    t.append(time.perf_counter())
     X = pre.transform(df)
-    secs = time.perf_counter() - t
+    t.append(time.perf_counter())
     assert X.height == rows
     counts = df.group_by("split").len().sort("split").rows()
-    return dict(seconds=secs, read_seconds=read_seconds, features=X.width, splits=dict(counts))
+    return dict(seconds=t[-1] - t[0], read_seconds=read_seconds, features=X.width, splits=dict(counts),
+                phases=dict(split=t[1] - t[0], fit=t[2] - t[1], transform=t[3] - t[2]))
 
 RARE = "__rare__"
 
 def pandas_features(df, target:str, exclude:list, seed:int, valid_size:float, test_size:float, rare_min_count:int,
-                    clip_quantiles:tuple, max_missing:float, split=None):
+                    clip_quantiles:tuple, max_missing:float, split=None, sample_rows:int=100_000):
     "Step 02's feature work in pandas: stratified split, derived features, rare-grouped codes, selection, clip, medians."
     import numpy as np, pandas as pd
+    from mlnb.features import sample_positions
     y = df[target].to_numpy()
     if split is None:                                         # stratified: a random rank within each class
         rng, pos = np.random.default_rng(seed), np.empty(len(df))
@@ -141,10 +153,11 @@ def pandas_features(df, target:str, exclude:list, seed:int, valid_size:float, te
     X["signup_month"] = pd.to_datetime(df["signup_date"]).dt.month.astype("float64")
     Xt = X[train]                                              # feature selection on the train rows
     dropped, seen = {}, {}
-    for c in Xt.columns:
-        miss, k = Xt[c].isna().mean(), Xt[c].nunique(dropna=False)
-        if miss > max_missing: dropped[c] = "mostly missing"
-        elif k <= 1: dropped[c] = "constant"
+    for c in Xt.columns:                                       # constant: all missing, or none missing and min == max
+        v = Xt[c].to_numpy()
+        m = int(np.isnan(v).sum())
+        if m / max(len(v), 1) > max_missing or not len(v): dropped[c] = "mostly missing"
+        elif m == len(v) or (m == 0 and v.min() == v.max()): dropped[c] = "constant"
         else:
             h = int(pd.util.hash_pandas_object(Xt[c], index=False).sum())
             twin = next((o for o in seen.get(h, []) if Xt[o].equals(Xt[c])), None)
@@ -152,13 +165,16 @@ def pandas_features(df, target:str, exclude:list, seed:int, valid_size:float, te
             else: seen.setdefault(h, []).append(c)
     features = [c for c in X.columns if c not in dropped]
     numeric = [c for c in features if c not in texts]
+    pos = sample_positions(len(Xt), sample_rows)               # order statistics: the same seeded sample of train rows
+    sample = Xt[numeric] if pos is None else Xt[numeric].iloc[pos]
     clip = {}
     for c in numeric:                                          # clip bounds: train quantiles of finite values
-        v = Xt[c][np.isfinite(Xt[c])]
+        v = sample[c][np.isfinite(sample[c])]
         if len(v): clip[c] = [float(v.quantile(clip_quantiles[0], interpolation="nearest")), float(v.quantile(clip_quantiles[1], interpolation="nearest"))]
     X = X[features]
     for c, (lo, hi) in clip.items(): X[c] = X[c].clip(lo, hi)
-    medians = {c: float(X.loc[train, c].median()) for c in numeric}
+    clipped = {c: sample[c].clip(*clip.get(c, (None, None))) for c in numeric}   # medians: of the clipped finite values
+    medians = {c: float(v[np.isfinite(v)].median()) if np.isfinite(v).any() else 0.0 for c, v in clipped.items()}
     return X, split, dict(clip=clip, medians=medians, dropped=dropped)
 
 def stage_pandas_features(work:Path, rows:int)->dict:
@@ -184,12 +200,17 @@ def check_same(work:Path)->float:
     df = split_frame(pl.read_parquet(work/"snapshot"/"snapshot.parquet"), opt.split, opt.valid_size, opt.test_size, cfg.seed, target=data.target)
     exclude = excluded_columns(cfg)
     settings = opt.model_dump(include={"clip_quantiles", "rare_min_count", "impute", "scale", "max_missing"})
-    pre = Preprocessor(data.target, opt.derived, exclude, **settings).fit(df.filter(pl.col("split") == "train"))
-    a = pre.transform(df).to_pandas()
+    pre = Preprocessor(data.target, opt.derived, exclude, **settings).fit(df, pl.col("split") == "train")
+    X = pre.transform(df)
+    again = Preprocessor(data.target, opt.derived, exclude, **settings).fit(df.filter(pl.col("split") == "train"))
+    assert again.to_dict() == pre.to_dict()                   # fitting on the train rows alone learns the same
+    a = X.to_pandas()
     b, _, fitted = pandas_features(pd.read_parquet(work/"snapshot"/"snapshot.parquet"), data.target, exclude, cfg.seed, opt.valid_size,
                                    opt.test_size, opt.rare_min_count, tuple(opt.clip_quantiles), opt.max_missing, split=df["split"].to_numpy())
     assert sorted(a.columns) == sorted(b.columns), (a.columns, b.columns)
     assert fitted["dropped"] == pre.dropped_, (fitted["dropped"], pre.dropped_)
+    assert fitted["clip"] == pre.clip_, (fitted["clip"], pre.clip_)
+    assert all(abs(fitted["medians"][c] - pre.medians_[c]) < 1e-9 for c in fitted["medians"]), (fitted["medians"], pre.medians_)
     return max(float(np.nanmax(np.abs(a[c].to_numpy() - b[c].to_numpy()))) if len(a) else 0.0 for c in a.columns)
 
 # ---------------------------------------------------------------- the driver
@@ -213,10 +234,11 @@ def bench_size(rows:int, repeats:int, base:Path)->dict:
         res = {}
         for stage in STAGES:
             n = repeats if stage.endswith("features") else 1
+            load = os.getloadavg()[0]                              # other processes on the machine inflate wall times
             runs = [run_stage(stage, work, rows) for _ in range(n)]
             secs = statistics.median(r["seconds"] for r in runs)
             res[stage] = runs[0] | dict(seconds=secs, rows_per_s=rows / secs, peak_rss_gib=max(r["peak_rss_gib"] for r in runs),
-                                       repeats=n, all_seconds=[r["seconds"] for r in runs])
+                                       repeats=n, all_seconds=[r["seconds"] for r in runs], load_avg=load)
             print(f"{rows:>12,} {stage:<16} {secs:8.2f} s  {rows / secs:>14,.0f} rows/s  peak RSS {res[stage]['peak_rss_gib']:.2f} GiB"
                   + (f"  (runs: {', '.join(f'{r:.2f}' for r in res[stage]['all_seconds'])})" if n > 1 else ""), flush=True)
         res["speedup"] = res["pandas-features"]["seconds"] / res["features"]["seconds"]
@@ -238,6 +260,13 @@ def report(results:dict, machine:str)->str:
     gen = "; ".join(f"{int(n):,} customers: events_scale {r['generate']['events_scale']:g}, {r['collect']['events']:,} events, "
                     f"sources {r['generate']['source_bytes'] / GIB:.2f} GiB, snapshot {r['collect']['snapshot_bytes'] / 2**20:.0f} MiB"
                     for n, r in results.items())
+    phases = "; ".join(f"{int(n):,} rows: " + ", ".join(f"{k} {v:.2f} s" for k, v in r["features"]["phases"].items())
+                       for n, r in results.items() if "phases" in r["features"])
+    phases = f"\nWhere the polars feature stage spends its time (first repeat): {phases}.\n" if phases else ""
+    load = "; ".join(f"{int(n):,} rows: {r['features']['load_avg']:.1f} / {r['pandas-features']['load_avg']:.1f}"
+                     for n, r in results.items() if "load_avg" in r["features"])
+    phases += (f"Load average (1 min) when the polars / pandas feature stages started: {load} (above 2, other processes "
+               "shared the 2 cores and inflated the wall times).\n") if load else ""
     return f"""Machine: {machine}. Rows = customers (snapshot rows). Data: {gen}.
 Feature stages: median of the repeats shown (peak RSS: the largest); other stages run once.
 
@@ -251,8 +280,12 @@ Feature stages: median of the repeats shown (peak RSS: the largest); other stage
 {rss}
 
 Seconds exclude interpreter start and imports; the feature stages also exclude reading the snapshot
-(polars `read_parquet`, pandas `read_parquet` with its default dtypes), so both sides are timed on the same work.
-"""
+(polars `read_parquet`, pandas `read_parquet` with its default dtypes), so both sides are timed on the same work:
+a stratified split, a fit on the train rows (selection statistics over every train row; clip quantiles and medians
+on the same seeded sample of 100,000 train rows) and the feature frame of every row. pandas computes each feature
+once; polars computes the train rows' features twice (in `fit`'s one selection pass, then in `transform`), as the
+pipeline does. `--stage check` asserts both give the same features, dropped columns, clip bounds and medians.
+{phases}"""
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

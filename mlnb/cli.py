@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import MlnbError
 
 # %% auto #0
-__all__ = ['parser', 'registry_dir', 'main']
+__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'main']
 
 # %% ../nbs/15_cli.ipynb #ff5107dd
 def parser()->argparse.ArgumentParser:
@@ -29,19 +29,47 @@ def parser()->argparse.ArgumentParser:
         s.add_argument("-c", "--config", default=None, help="config whose package.registry to use")
         s.add_argument("--registry", default=None, help="registry folder (overrides the config)")
         if name == "serve":
-            s.add_argument("--host", default="127.0.0.1"); s.add_argument("--port", type=int, default=8000)
-            s.add_argument("--workers", type=int, default=1)
+            s.add_argument("--host", help="bind address (default: serve.host, 127.0.0.1)"); s.add_argument("--port", type=int, help="default: serve.port, 8000")
+            s.add_argument("--workers", type=int, help="worker processes (default: serve.workers, 1)")
+            s.add_argument("--ssl-certfile", help="TLS certificate (PEM)"); s.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
+            s.add_argument("--keys-file", help="API key ring file (default: serve.keys_file; $MLNB_API_KEYS wins)")
+            s.add_argument("--log-dir", help="prediction log folder (default: serve.log_dir)"); s.add_argument("--no-log", action="store_true", help="no prediction log")
         if name == "predict":
             s.add_argument("--input", required=True, help="CSV or Parquet rows to score"); s.add_argument("--output", required=True, help="CSV or Parquet file to write")
+            s.add_argument("--chunk", type=int, help="rows per chunk (default: serve.chunk_rows)")
         if name == "export": s.add_argument("dest", help="folder to copy the version into")
-    d = sub.add_parser("data", help="list, show, diff and prune stored data snapshots")
-    d.add_argument("action", choices=["list", "show", "diff", "prune"])
+    d = sub.add_parser("data", help="list, show, diff and prune stored data snapshots; erase a subject's rows")
+    d.add_argument("action", choices=["list", "show", "diff", "prune", "erase"])
     d.add_argument("ids", nargs="*", help="snapshot id (prefix) for show; two for diff")
     d.add_argument("-c", "--config", default="mlnb.yaml", help="config whose data.store to use")
     d.add_argument("--keep", type=int, default=None, help="prune: snapshots to keep (default: data.keep_snapshots)")
-    m = sub.add_parser("models", help="list registered models, versions and aliases")
-    m.add_argument("name", nargs="?", help="one model's versions")
-    m.add_argument("-c", "--config", default=None); m.add_argument("--registry", default=None)
+    d.add_argument("--id", action="append", default=[], dest="subjects", metavar="ID", help="erase: a subject's id (repeat for several)")
+    d.add_argument("--column", help="erase: the id column (default: data.id_column)"); d.add_argument("--reason", default="", help="erase: why (recorded)")
+    for name, text in (("monitor", "drift, data quality and live performance of the deployed model (runs 08_monitor)"),
+                       ("retrain", "monitor; if needed retrain, and promote the challenger only if it beats the champion")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("-c", "--config", default="mlnb.yaml", help="pipeline config (default: mlnb.yaml)")
+        s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+        if name == "retrain": s.add_argument("--force", action="store_true", help="retrain even when monitoring finds no reason")
+    s = sub.add_parser("reproduce", help="re-run a registered version from its recorded config and snapshot; compare the model bytes")
+    s.add_argument("name"); s.add_argument("version")
+    s.add_argument("-c", "--config", default=None, help="config whose package.registry to use"); s.add_argument("--registry", default=None)
+    s.add_argument("--runs-dir", help="where the reproduction run goes (default: the recorded runs_dir)")
+    m = sub.add_parser("models", help="the model registry: list, show, promote, rollback, diff, audit")
+    acts = m.add_subparsers(dest="action", required=True, metavar="ACTION")
+    reg = argparse.ArgumentParser(add_help=False)
+    reg.add_argument("-c", "--config", default=None, help="config whose package.registry to use"); reg.add_argument("--registry", default=None, help="registry folder")
+    a = acts.add_parser("list", parents=[reg], help="models, versions, gates and aliases (the default)"); a.add_argument("name", nargs="?", help="one model only")
+    a = acts.add_parser("show", parents=[reg], help="one version: gate, metrics, lineage, files"); a.add_argument("ref", help="MODEL, MODEL@vN or MODEL@ALIAS")
+    a = acts.add_parser("promote", parents=[reg], help="point an alias at a version whose gate passed")
+    a.add_argument("name"); a.add_argument("version"); a.add_argument("--alias", choices=["production", "staging"], default="production")
+    a.add_argument("--force", action="store_true", help="promote despite a failed gate (needs --reason)"); a.add_argument("--reason", help="why (recorded in the audit log)")
+    a = acts.add_parser("rollback", parents=[reg], help="put an alias back on the version it held before")
+    a.add_argument("name"); a.add_argument("--alias", choices=["production", "staging"], default="production"); a.add_argument("--reason", help="why (recorded)")
+    a = acts.add_parser("diff", parents=[reg], help="metrics, params, features and data of two versions"); a.add_argument("name"); a.add_argument("versions", nargs=2, metavar="VERSION")
+    a = acts.add_parser("audit", parents=[reg], help="the audit log (--verify checks its hash chain); with VERSION, its whole trail")
+    a.add_argument("name"); a.add_argument("version", nargs="?", help="one version's trail: snapshot, validation, run, metrics, gates, promotions")
+    a.add_argument("--verify", action="store_true", help="exit 1 unless the log, aliases and version checksums are intact")
     return p
 
 # %% ../nbs/15_cli.ipynb #b4e3bac7
@@ -55,28 +83,97 @@ def registry_dir(args)->Path:
     return Path("registry")
 
 # %% ../nbs/15_cli.ipynb #ab41cad7
-def _models(args)->int:
+MODEL_ACTIONS = ("list", "show", "promote", "rollback", "diff", "audit")
+
+def _list_models(reg:Path, name:str|None)->int:
     from mlnb.core import load_json
-    from mlnb.registry import VERSION, read_aliases
-    reg = registry_dir(args)
-    names = [args.name] if args.name else sorted(p.name for p in reg.iterdir() if p.is_dir()) if reg.is_dir() else []
+    from mlnb import registry as r
+    names = [r.check_name(name)] if name else r.models(reg)
     if not names: print(f"no models registered in {reg}"); return 0
     for name in names:
-        aliases = read_aliases(reg, name)
-        versions = sorted((p for p in (reg/name).iterdir() if VERSION.match(p.name)), key=lambda p: int(p.name[1:]))
+        aliases = r.read_aliases(reg, name)
         print(f"{name}  ({', '.join(f'{a}={v}' for a, v in aliases.items()) or 'no aliases'})")
-        for v in versions:
-            meta = load_json(v/"metadata.json")
-            m = meta.get("gate", {})
-            tags = [a for a, x in aliases.items() if x == v.name]
-            print(f"  {v.name:5} run {meta.get('run_id')}  {m.get('metric', '')} {m.get('model', float('nan')):.4f}  gate {'passed' if m.get('passed') else 'failed'}  {' '.join(tags)}")
+        for v in r.versions(reg, name):
+            try: r.verify(reg/name/v)
+            except MlnbError as e: print(f"  {v:5} INTEGRITY CHECK FAILED: {e.what}"); continue
+            meta = load_json(reg/name/v/"metadata.json")
+            g = meta.get("gate") or {}
+            score = f"{g['model']:.4f}" if isinstance(g.get("model"), (int, float)) else ""
+            tags = [a for a, x in aliases.items() if x == v]
+            print(f"  {v:5} run {meta.get('run_id')}  {g.get('metric', '')} {score}  gate {'passed' if g.get('passed') else 'failed'}  {' '.join(tags)}")
     return 0
+
+def _models(args)->int:
+    from mlnb import registry as r
+    reg = registry_dir(args)
+    if args.action == "list": return _list_models(reg, args.name)
+    if args.action == "show":
+        ref = args.ref
+        if "@" not in ref and not Path(ref).is_dir():   # MODEL alone: its production version, else its newest
+            ref = f"{ref}@{r.read_aliases(reg, ref).get('production') or (r.versions(reg, ref) or ['(none)'])[-1]}"
+        print(json.dumps(r.describe(ref, reg), indent=2, default=str)); return 0
+    if args.action == "promote":
+        before = r.read_aliases(reg, args.name).get(args.alias)
+        r.set_alias(reg, args.name, args.alias, args.version, reason=args.reason, force=args.force)
+        print(f"{args.name}@{args.alias} -> {args.version} (was {before or 'unset'}){' FORCED: ' + args.reason if args.force else ''}"); return 0
+    if args.action == "rollback":
+        before = r.read_aliases(reg, args.name).get(args.alias)
+        after = r.rollback(reg, args.name, args.alias, reason=args.reason)[args.alias]
+        print(f"{args.name}@{args.alias} rolled back: {before} -> {after}"); return 0
+    if args.action == "diff":
+        d = r.diff_versions(reg, args.name, *args.versions)
+        a, b = args.versions
+        print(f"{args.name} {a} -> {b}")
+        for k, m in d["metrics"].items(): print(f"  metric  {k}: {m[a]} -> {m[b]}" + (f" ({m['delta']:+.4f})" if m["delta"] is not None else ""))
+        for part in ("params", "data", "gate", "code"):
+            for k, (x, y) in d[part].items(): print(f"  {part:7} {k}: {json.dumps(x, default=str)[:80]} -> {json.dumps(y, default=str)[:80]}")
+        f = d["features"]
+        print(f"  features added {f['added'] or '-'}, removed {f['removed'] or '-'}, changed {f['changed'] or '-'}"); return 0
+    if args.version: print(json.dumps(r.trail(reg, args.name, args.version), indent=2, default=str))
+    for e in [] if args.version else r.audit_log(reg, args.name):
+        what = " ".join(f"{k}={e[k]}" for k in ("version", "alias", "previous", "forced", "decision", "attempted") if e.get(k) not in (None, False))
+        print(f"{e.get('seq', '?'):>4} {e.get('time')}  {e.get('actor')}  {e.get('action')} {what}  {e.get('reason') or ''}")
+    if not args.verify: return 0
+    problems = r.audit_problems(reg/r.check_name(args.name))
+    for p in problems: print(f"mlnb models audit: TAMPERED: {p}", file=sys.stderr)
+    print("audit log intact: hash chain, head, aliases and version checksums verified" if not problems else f"audit log FAILED verification ({len(problems)} problem(s))")
+    return 1 if problems else 0
+
+def _monitor(args)->int:
+    from mlnb.runner import new_run_id, run_pipeline
+    rec = run_pipeline(args.config, args.param, steps="08", run_id=f"monitor-{new_run_id()}")
+    if rec["status"] != "ok": return 1
+    s = rec["steps"]["08_monitor"]["summary"]
+    print(f"{s['model']}@{s['version']}: " + ("retrain recommended: " + "; ".join(s["reasons"]) if s["retrain"] else "no retraining needed"))
+    return 0
+
+def _retrain(args)->int:
+    from mlnb.monitor import retrain
+    out = retrain(args.config, args.param, force=args.force)
+    print(json.dumps({k: out.get(k) for k in ("model", "champion", "retrained", "promoted", "version", "reason", "runs")}, indent=2))
+    return 0
+
+def _reproduce(args)->int:
+    from mlnb.registry import resolve
+    from mlnb.runner import reproduce
+    out = reproduce(resolve(f"{args.name}@{args.version}", registry_dir(args)), args.runs_dir)
+    print(json.dumps(out, indent=2))
+    print(f"{out['model']}: {'reproduced byte for byte' if out['identical'] else 'NOT identical: the model file differs'} (run {out['run_id']})")
+    return 0 if out["identical"] else 1
 
 def _data(args)->int:
     from mlnb.config import load_config
     from mlnb.store import SnapshotStore, diff, prune, referenced_snapshots, table
     cfg = load_config(args.config)
     store = SnapshotStore(cfg.data.store)
+    if args.action == "erase":
+        from mlnb.store import erase
+        column = args.column or cfg.data.id_column
+        if not column: raise MlnbError("erase needs the id column", fix="pass --column, or set data.id_column.")
+        logs = [p for p in (cfg.runs_dir, cfg.serve.log_dir) if p]
+        entry = erase(store, column, args.subjects, folders=logs, reason=args.reason)
+        print(f"erased {entry['rows']:,} row(s) of {entry['subjects']} subject(s) from {len(entry['files'])} file(s); recorded in {store.root/'erasures.jsonl'}")
+        return 0
     need = {"show": 1, "diff": 2}.get(args.action, 0)
     if len(args.ids) != need: raise MlnbError(f"`mlnb data {args.action}` takes {need} snapshot id(s), got {len(args.ids)}")
     if args.action == "list":
@@ -89,20 +186,36 @@ def _data(args)->int:
         print(f"pruned {len(gone)} snapshot(s): {', '.join(gone) or 'none'}")
     return 0
 
+def _serve_config(args):
+    "(serve section, PII columns, config folder) from the config, or defaults without one."
+    from mlnb.config import ServeCfg, load_config
+    config = args.config or ("mlnb.yaml" if Path("mlnb.yaml").is_file() else None)
+    if not config: return ServeCfg(), (), Path(".")
+    cfg = load_config(config)
+    return cfg.serve, tuple(cfg.data.pii), Path(config).resolve().parent
+
 def _serve(args)->int:
-    import uvicorn
     from mlnb.registry import ModelPackage, resolve
-    from mlnb.serve import create_app
-    package = ModelPackage(resolve(args.model, registry_dir(args)))
-    print(f"serving {package.name}@{package.version} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
-    uvicorn.run(create_app(package), host=args.host, port=args.port, log_level="warning")
+    from mlnb.serve import ServeSettings, serve
+    cfg, pii, base = _serve_config(args)
+    registry = registry_dir(args)
+    package = ModelPackage(resolve(args.model, registry))              # fail fast on a bad reference or a tampered package
+    log_dir = None if args.no_log else args.log_dir or (str(base/cfg.log_dir) if cfg.log_dir else None)
+    settings = ServeSettings(args.model, str(registry), args.host or cfg.host, cfg.max_body_bytes, cfg.max_batch, cfg.keys_env,
+                             args.keys_file or (str(base/cfg.keys_file) if cfg.keys_file else None), log_dir, cfg.log_batch, cfg.log_seconds,
+                             cfg.unseen_categories, pii, cfg.watch_s)
+    port, workers = args.port or cfg.port, args.workers or cfg.workers
+    tls = args.ssl_certfile or cfg.ssl_certfile
+    print(f"serving {package.name}@{package.version} on http{'s' if tls else ''}://{settings.host}:{port} with {workers} worker(s) (docs at /docs)", flush=True)
+    serve(settings, port, workers, tls, args.ssl_keyfile or cfg.ssl_keyfile, cfg.graceful_shutdown_s, package if workers == 1 else None)
     return 0
 
 def _predict(args)->int:
     from mlnb.registry import ModelPackage, resolve
     from mlnb.serve import score_file
+    cfg, _, _ = _serve_config(args)
     package = ModelPackage(resolve(args.model, registry_dir(args)))
-    n = score_file(package, args.input, args.output)
+    n = score_file(package, args.input, args.output, args.chunk or cfg.chunk_rows)
     print(f"scored {n:,} rows with {package.name}@{package.version} -> {args.output}")
     return 0
 
@@ -118,13 +231,16 @@ def _export(args)->int:
 # %% ../nbs/15_cli.ipynb #713658af
 def main(argv:list[str]|None=None)->int:
     "Run the `mlnb` command line."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["models"] and (len(argv) == 1 or argv[1] not in (*MODEL_ACTIONS, "-h", "--help")): argv.insert(1, "list")  # `mlnb models [NAME]`
     args = parser().parse_args(argv)
     try:
         if args.command == "run":
             from mlnb.runner import run_pipeline
             rec = run_pipeline(args.config, args.param, steps=args.steps, resume=args.resume, force=args.force, run_id=args.run_id)
             return 0 if rec["status"] == "ok" else 1
-        return dict(models=_models, data=_data, serve=_serve, predict=_predict, export=_export)[args.command](args)
+        return dict(models=_models, data=_data, serve=_serve, predict=_predict, export=_export, monitor=_monitor, retrain=_retrain,
+                    reproduce=_reproduce)[args.command](args)
     except MlnbError as e:
         print(f"mlnb {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -12,9 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .core import MlnbError, atomic_path
 
 # %% auto #0
-__all__ = ['AGGREGATIONS', 'Strict', 'HttpSource', 'Source', 'Synthetic', 'DataCfg', 'ValidateCfg', 'FeaturesCfg', 'ProblemCfg',
-           'TrainCfg', 'TuneCfg', 'EvaluateCfg', 'PackageCfg', 'DeployCfg', 'ServeCfg', 'MonitorCfg', 'AccessCfg',
-           'TrackingCfg', 'Config', 'config_errors', 'apply_overrides', 'load_config', 'save_config', 'demo_config']
+__all__ = ['AGGREGATIONS', 'METRICS', 'TASK_METRICS', 'SERVICE_REQUIREMENTS', 'Strict', 'HttpSource', 'Source', 'Synthetic',
+           'DataCfg', 'ValidateCfg', 'FeaturesCfg', 'ProblemCfg', 'TrainCfg', 'TuneCfg', 'Costs', 'EvaluateCfg',
+           'PackageCfg', 'DeployCfg', 'ServeCfg', 'MonitorCfg', 'TrackingCfg', 'Config', 'config_errors',
+           'apply_overrides', 'load_config', 'save_config', 'demo_config']
 
 # %% ../nbs/11_config.ipynb #cc3202ca
 class Strict(BaseModel):
@@ -145,9 +146,24 @@ class FeaturesCfg(Strict):
             raise ValueError("features.clip_quantiles must be two numbers with 0 <= low < high <= 1")
         return self
 
+METRICS = {"roc_auc": "maximize", "average_precision": "maximize", "log_loss": "minimize", "brier": "minimize", "accuracy": "maximize",
+           "balanced_accuracy": "maximize", "rmse": "minimize", "mae": "minimize", "r2": "maximize"}   # metric -> better direction
+TASK_METRICS = {"binary": ("roc_auc", "average_precision", "log_loss", "brier", "accuracy", "balanced_accuracy"),
+                "multiclass": ("log_loss", "accuracy", "balanced_accuracy"), "regression": ("rmse", "mae", "r2")}  # first = the default
+
 class ProblemCfg(Strict):
     "What is predicted and what counts as success."
     task: Literal["auto", "binary", "multiclass", "regression"] = "auto"  # auto: inferred from the target
+    metric: Literal[("auto", *METRICS)] = "auto"  # primary metric (early stopping, CV, tuning, gate); auto: roc_auc | log_loss | rmse by task
+    threshold: float|None = None                # success bar on the primary test metric that the gate checks; null: no absolute bar
+
+    @model_validator(mode="after")
+    def _metric(self):
+        if self.task != "auto" and self.metric != "auto" and self.metric not in TASK_METRICS[self.task]:
+            raise ValueError(f"problem.metric '{self.metric}' does not apply to a {self.task} task; use one of {', '.join(TASK_METRICS[self.task])}")
+        if self.threshold is not None and self.metric in ("roc_auc", "average_precision", "brier", "accuracy", "balanced_accuracy") \
+           and not 0 <= self.threshold <= 1: raise ValueError(f"problem.threshold for {self.metric} must lie in [0, 1]")
+        return self
 
 class TrainCfg(Strict):
     "Step 03: LightGBM's starting parameters."
@@ -158,22 +174,88 @@ class TrainCfg(Strict):
     lambda_l2: float = Field(0.0, ge=0)
     num_boost_round: int = Field(1000, ge=1)
     early_stopping_rounds: int = Field(50, ge=1)
-    num_threads: int = Field(0, ge=0)           # 0 = all cores
+    num_threads: int = Field(0, ge=0)           # 0 = all cores (the same machine and thread count give a byte-identical model)
+    folds: int = Field(5, ge=2)                 # k-fold CV on the training split (stratified/group/time as features.split)
+    params: dict[str, Any] = {}                 # extra LightGBM parameters by LightGBM's names, e.g. {max_bin: 127}; unknown names are errors
+
+    @field_validator("params")
+    @classmethod
+    def _known(cls, v):
+        if v:                                   # LightGBM is imported only when extra parameters are given
+            from mlnb.train import lgb_param_problems
+            if problems := lgb_param_problems(v): raise ValueError("; ".join(problems))
+        return v
 
 class TuneCfg(Strict):
     "Step 04: the Optuna search whose best parameters make the final model."
-    n_trials: int = Field(20, ge=1)
-    timeout_s: float|None = Field(None, gt=0)   # stop early after this many seconds
+    n_trials: int|None = Field(20, ge=0)        # trial budget (pruned trials count); null: only timeout_s
+    timeout_s: float|None = Field(None, ge=0)   # time budget in seconds; null: only n_trials
+    sampler: Literal["tpe", "random", "grid"] = "tpe"  # grid: every combination of `grid` (or a small default grid)
+    grid: dict[str, list[float]] = {}           # grid sampler: values per searched parameter, e.g. {num_leaves: [15, 31, 63]}
+    pruning: bool = True                        # stop a trial whose valid metric trails the median of earlier trials at the same round
+    storage: str|None = None                    # null: SQLite in the run folder (a re-run resumes the study); a database URL
+                                                # (postgresql://user@host/db) lets several workers share one study
+
+    @model_validator(mode="after")
+    def _budget(self):
+        if self.n_trials == 0 or self.timeout_s == 0:
+            raise ValueError("a zero tuning budget runs no trial: set tune.n_trials >= 1 and/or tune.timeout_s > 0 (null = no limit of that kind)")
+        if self.n_trials is None and self.timeout_s is None:
+            raise ValueError("tune.n_trials and tune.timeout_s are both null, so the search would never end: set at least one")
+        return self
+
+class Costs(Strict):
+    "Costs of a binary model's two mistakes, for choosing its decision threshold."
+    fp: float = Field(1.0, ge=0)                # cost of a false positive
+    fn: float = Field(1.0, ge=0)                # cost of a false negative
 
 class EvaluateCfg(Strict):
-    "Step 05: the quality gate."
-    min_improvement: float = Field(0.0, ge=0)   # the model must beat the baseline's primary metric by at least this
-    shap_rows: int = Field(500, ge=10)          # rows explained for the SHAP summary
+    "Step 05: test metrics, decision threshold, slices, fairness, explanations, model card and the gates."
+    min_improvement: float = Field(0.0, ge=0)   # the model must beat the best baseline's primary metric by more than this
+    baseline_gate: bool = True                  # false: beating the baselines is reported, not required (data a linear model is expected to win)
+    min_metrics: dict[str, float] = {}          # more gates on test metrics, e.g. {accuracy: 0.8, log_loss: 0.4}; losses/errors are upper bounds
+    champion_margin: float|None = Field(0.0, ge=0)  # may be worse than the production model (same test rows) by at most this; null: no champion gate
+    bootstrap: int = Field(500, ge=0)           # bootstrap resamples for the test metrics' confidence intervals (0: none)
+    bootstrap_rows: int = Field(50_000, ge=100) # resample (and score train on) a random sample of at most this many rows
+    confidence: float = Field(0.95, gt=0, lt=1) # confidence level of the intervals
+    threshold_by: Literal["f1", "youden", "cost"] = "f1"  # binary: decision threshold chosen on valid by max F1, max TPR-FPR, or least cost
+    costs: Costs|None = None                    # threshold_by cost: {fp: .., fn: ..}
+    max_gap: float = Field(0.1, ge=0)           # valid/test shortfall against train in the primary metric, as a fraction of train, flagged as overfitting
+    slices: list[str] = []                      # test-row columns to report metrics per group of (numeric: quantile bins)
+    slice_bins: int = Field(4, ge=2)            # quantile bins for numeric slice and sensitive columns
+    sensitive: list[str] = []                   # sensitive attributes: fairness per group (binary tasks); may be excluded from features
+    min_group_rows: int = Field(30, ge=1)       # fairness: smaller groups are reported but not compared
+    max_dp_diff: float|None = Field(None, ge=0, le=1)  # gate: largest demographic parity difference; null: report only
+    max_eo_diff: float|None = Field(None, ge=0, le=1)  # gate: largest equalized odds difference; null: report only
+    shap_rows: int = Field(500, ge=10)          # test rows explained (SHAP summary, importance, dependence)
+    shap_check_rows: int = Field(50, ge=1)      # rows whose SHAP values are checked against shap.TreeExplainer
+    dependence_plots: int = Field(3, ge=0)      # dependence plots for this many top features
+    explain_rows: int = Field(20, ge=1)         # rows whose top contributions are saved (tables/explanations.csv)
+    intended_use: str = ""                      # the model card's intended-use paragraph; empty: a generic one
+
+    @field_validator("min_metrics")
+    @classmethod
+    def _metrics(cls, v):
+        if unknown := [m for m in v if m not in METRICS]: raise ValueError(f"unknown metric(s) {unknown}; use {', '.join(METRICS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _costs(self):
+        if (self.threshold_by == "cost") != (self.costs is not None):
+            raise ValueError("evaluate.costs and evaluate.threshold_by: cost go together (set both, or neither)")
+        return self
+
+SERVICE_REQUIREMENTS = ["polars", "pyarrow", "lightgbm", "numpy", "fastapi", "uvicorn[standard]", "pydantic", "pyyaml", "prometheus-client"]
 
 class PackageCfg(Strict):
-    "Step 06: where models are registered."
-    model_name: str = Field("churn", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    registry: str = "registry"
+    "Step 06: the registry, and what goes into a model package."
+    model_name: str = Field("churn", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")  # lower-case letters, digits, '-', '_'
+    registry: str = "registry"                  # registry folder (relative to the config file)
+    onnx: Literal["auto", "require", "off"] = "auto"  # ONNX twin: auto records why when it cannot convert or agree; require fails the step
+    parity_rows: int = Field(1000, ge=1)        # test rows on which ONNX Runtime must agree with LightGBM
+    parity_tolerance: float = Field(1e-5, gt=0) # largest allowed |ONNX - LightGBM| (relative for predictions above 1)
+    unseen_categories: Literal["map", "reject"] = "map"  # signature policy: map to the rare code (else missing), or reject (422)
+    requirements: list[str] = Field(default_factory=lambda: list(SERVICE_REQUIREMENTS))  # what the service imports; pinned with their dependencies
 
 class DeployCfg(Strict):
     "Step 07: the alias a passing model gets, and the smoke test."
@@ -182,13 +264,52 @@ class DeployCfg(Strict):
     smoke_rows: int = Field(200, ge=1)
 
 class ServeCfg(Strict):
-    "The model service (`mlnb serve`)."
+    "The model service (`mlnb serve`) and batch scoring (`mlnb predict`); command-line flags win."
+    host: str = "127.0.0.1"                     # bind address; a non-loopback address needs API keys
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)               # uvicorn worker processes
+    max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies get 413
+    max_batch: int = Field(1000, ge=1)          # more records per request get 413
+    keys_env: str = "MLNB_API_KEYS"             # environment variable holding the API key ring (YAML/JSON)
+    keys_file: str|None = None                  # else: secrets file with the key ring ({name: {key, roles}}), outside the repo
+    log_dir: str|None = "predictions"           # prediction log folder (Parquet), relative to the config file; null: off
+    log_batch: int = Field(1000, ge=1)          # prediction log: rows per file ...
+    log_seconds: float = Field(5.0, gt=0)       # ... or seconds, whichever comes first
+    unseen_categories: Literal["signature", "map", "reject"] = "signature"  # map: rare code or missing; reject: 422
+    graceful_shutdown_s: float = Field(10.0, ge=0)  # on SIGTERM, in-flight requests get this long to finish
+    ssl_certfile: str|None = None               # TLS certificate (PEM); with ssl_keyfile, serves HTTPS
+    ssl_keyfile: str|None = None
+    chunk_rows: int = Field(50_000, ge=1)       # batch scoring: rows per chunk
+    watch_s: float = Field(0.0, ge=0)           # > 0: every worker follows MODEL@ALIAS, checking this often (POST /admin/reload reaches one worker)
 
 class MonitorCfg(Strict):
-    "Monitoring and retraining (`mlnb monitor`, `mlnb retrain`)."
+    "Monitoring and retraining (`mlnb monitor`, `mlnb retrain`): what is checked, and the thresholds that decide."
+    alias: Literal["staging", "production"] = "production"  # the version monitored: package.model_name@alias
+    batch: str|None = None                      # data to check: CSV/Parquet file, glob or folder; null: the prediction log (serve.log_dir)
+    labels: str|None = None                     # CSV/Parquet of request_id + label (or the target column): live performance
+    exclude: list[str] = []                     # input columns not monitored
+    bins: int = Field(10, ge=2, le=100)         # PSI bins, cut at quantiles of the training values
+    sketch: int = Field(200, ge=10, le=2000)    # quantile points kept per numeric column for the KS statistic
+    max_categories: int = Field(50, ge=1)       # categories kept per text column; the rest share one bucket
+    psi_warn: float = Field(0.1, ge=0)          # PSI at or above this: warning
+    psi_alert: float = Field(0.25, ge=0)        # PSI at or above this: drift
+    ks_alert: float = Field(0.1, gt=0, le=1)    # KS statistic at or above this: drift (numeric columns)
+    js_alert: float = Field(0.1, gt=0, le=1)    # Jensen-Shannon distance (base 2) at or above this: drift (text columns)
+    max_missing_increase: float = Field(0.05, ge=0, le=1)  # missing rate above training's by more: data-quality alert
+    max_out_of_range: float = Field(0.01, ge=0, le=1)      # share outside training's min..max above this: data-quality alert
+    max_new_categories: float = Field(0.01, ge=0, le=1)    # share of categories training never saw above this: data-quality alert
+    min_rows: int = Field(500, ge=1)            # fewer rows: drift is reported but cannot trigger retraining
+    min_drifted: int = Field(1, ge=1)           # columns (the prediction counts as one) in drift needed to retrain
+    max_model_age_days: float|None = Field(90, gt=0)  # retrain a model older than this; null: age never triggers
+    performance_drop: float = Field(0.05, ge=0) # retrain when the live primary metric is this fraction worse than at test time
+    window: int = Field(1000, ge=1)             # live performance: rows per window
+    window_time: str|None = None                # or windows of this duration over the log's time column ("1d", "6h"); null: by rows
+    promote_margin: float = Field(0.0, ge=0)    # mlnb retrain: the challenger's live primary metric must beat the champion's by more than this
 
-class AccessCfg(Strict):
-    "Who may change the registry."
+    @model_validator(mode="after")
+    def _order(self):
+        if self.psi_warn > self.psi_alert: raise ValueError("monitor.psi_warn must not exceed monitor.psi_alert")
+        return self
 
 class TrackingCfg(Strict):
     "Weights & Biases: `auto` is WANDB_MODE if set, online with WANDB_API_KEY, offline otherwise."
@@ -213,7 +334,6 @@ class Config(Strict):
     deploy: DeployCfg = Field(default_factory=DeployCfg)
     serve: ServeCfg = Field(default_factory=ServeCfg)
     monitor: MonitorCfg = Field(default_factory=MonitorCfg)
-    access: AccessCfg = Field(default_factory=AccessCfg)
     tracking: TrackingCfg = Field(default_factory=TrackingCfg)
 
     def section(self, name:str)->dict:
@@ -298,8 +418,10 @@ def _resolve_paths(cfg:Config, base:Path)->Config:
     cfg.runs_dir, cfg.package.registry, cfg.data.store = absolute(cfg.runs_dir), absolute(cfg.package.registry), absolute(cfg.data.store)
     if cfg.data.synthetic: cfg.data.synthetic.dir = absolute(cfg.data.synthetic.dir)
     if cfg.validation.contract: cfg.validation.contract = absolute(cfg.validation.contract)
-    for key in ("pii_salt_file", "previous_manifest"):
-        if getattr(cfg.data, key): setattr(cfg.data, key, absolute(getattr(cfg.data, key)))
+    for section, key in (("data", "pii_salt_file"), ("data", "previous_manifest"), ("monitor", "batch"), ("monitor", "labels"),
+                         ("serve", "log_dir"), ("serve", "keys_file"), ("serve", "ssl_certfile"), ("serve", "ssl_keyfile")):
+        part = getattr(cfg, section)
+        if getattr(part, key, None): setattr(part, key, absolute(getattr(part, key)))
     for s in cfg.data.sources:
         if s.path: s.path = absolute(s.path)
         if s.uri and s.uri.startswith("sqlite:///") and not s.uri.startswith(("sqlite:////", "sqlite:///:memory:")):
@@ -340,7 +462,7 @@ def demo_config(base:str|Path,    # throw-away folder that receives data, runs a
                 rows:int=3000     # synthetic customers
                )->Config:
     "A small, fast config whose files all live under `base`."
-    cfg = Config.model_validate({"data": {"synthetic": {"rows": rows}}, "train": {"num_boost_round": 200, "num_threads": 1},
+    cfg = Config.model_validate({"data": {"synthetic": {"rows": rows}}, "train": {"num_boost_round": 200, "num_threads": 1, "folds": 3},
                                  "tune": {"n_trials": 3}, "evaluate": {"shap_rows": 100},
                                  "deploy": {"smoke_rows": 50}, "tracking": {"mode": "disabled"}})
     return _resolve_paths(cfg, Path(base).resolve())

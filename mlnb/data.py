@@ -52,6 +52,7 @@ def generate_churn(rows:int,          # number of customers
     logit = (-3.7 + 1.0 * (contract == "monthly") - 0.8 * (contract == "two_year") + 0.45 * late + 0.6 * support
              - 0.35 * np.log1p(n_events) - 0.0004 * tenure + 0.006 * (charges.clip(0, 200) - 45)
              + 1.6 * (tenure < 120) + 1.4 * ((contract == "monthly") & (charges > 60)) + 1.2 * ((age - 42) / 15) ** 2
+             + drift * (0.025 * (charges.clip(0, 200) - 60) - 1.2 * (contract == "monthly") + 0.8 * (plan == "basic"))  # behaviour shifts too
              + rng.normal(0, 0.5, rows))
     churned = rng.random(rows) < 1 / (1 + np.exp(-logit))
     missing = lambda p: rng.random(rows) < p

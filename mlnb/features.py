@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_features.ipynb #be45fd4c
 from __future__ import annotations
-import hashlib, json, math
+import hashlib, json, math, re
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -12,10 +12,11 @@ from .core import MlnbError, atomic_path, load_json, save_json
 from .steps import open_step
 
 # %% auto #0
-__all__ = ['RARE', 'NUMERIC', 'LEGACY', 'SPLITS', 'feature_version', 'derived_exprs', 'fit_categories', 'category_code',
-           'select_features', 'finite', 'fit_clip', 'fit_medians', 'fit_scale', 'clip_exprs', 'fill_exprs',
-           'scale_exprs', 'Preprocessor', 'split_position', 'split_frame', 'split_manifest', 'check_manifest',
-           'class_balance', 'downsample', 'infer_task', 'excluded_columns', 'features_table', 'run_features']
+__all__ = ['RARE', 'NUMERIC', 'LEGACY', 'SPLITS', 'SPLIT', 'feature_version', 'float_literals', 'derived_exprs', 'fit_categories',
+           'category_code', 'select_features', 'column_stats', 'finite', 'fit_clip', 'fit_medians', 'fit_scale',
+           'sample_positions', 'clip_exprs', 'fill_exprs', 'scale_exprs', 'Preprocessor', 'split_position',
+           'split_frame', 'split_manifest', 'check_manifest', 'class_balance', 'downsample', 'infer_task',
+           'excluded_columns', 'features_table', 'run_features']
 
 # %% ../nbs/02_features.ipynb #ae746058
 def feature_version(name:str,              # feature name
@@ -26,11 +27,16 @@ def feature_version(name:str,              # feature name
     text = f"{name}={definition}" + (f";{json.dumps(settings, sort_keys=True)}" if settings else "")
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
+def float_literals(sql:str)->str:
+    "`sql` with its decimal literals (`30.0`) written as floating point (`30.0e0`), outside quotes."
+    parts = re.split(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")""", sql)
+    return "".join(p if i % 2 else re.sub(r"(?<![\w.])(\d+\.\d*|\.\d+)(?![\w.])", r"\1e0", p) for i, p in enumerate(parts))
+
 def derived_exprs(derived:dict[str,str])->dict[str,pl.Expr]:
     "Compile SQL feature definitions to named polars expressions, with a clear error for a bad one."
     out = {}
     for name, sql in derived.items():
-        try: out[name] = pl.sql_expr(sql).alias(name)
+        try: out[name] = pl.sql_expr(float_literals(sql)).alias(name)
         except Exception as e:
             raise MlnbError(f"feature '{name}' = '{sql}' is not a valid SQL expression: {str(e).splitlines()[0]}",
                             where="config features.derived") from None
@@ -39,7 +45,7 @@ def derived_exprs(derived:dict[str,str])->dict[str,pl.Expr]:
 # %% ../nbs/02_features.ipynb #61f6233e
 RARE = "__rare__"
 
-def fit_categories(df:pl.DataFrame, columns:list[str], min_count:int=1)->dict[str,list[str]]:
+def fit_categories(df:pl.DataFrame|pl.LazyFrame, columns:list[str], min_count:int=1)->dict[str,list[str]]:
     "Each column's categories, most frequent first; those seen fewer than `min_count` times become `__rare__`."
     out = {}
     for c in columns:
@@ -50,38 +56,42 @@ def fit_categories(df:pl.DataFrame, columns:list[str], min_count:int=1)->dict[st
 
 def category_code(column:str, categories:list[str])->pl.Expr:
     "Integer code of each value; rare or unseen -> the `__rare__` code if there is one, else null; null stays null."
-    other = categories.index(RARE) if RARE in categories else None
-    code = pl.col(column).replace_strict(categories, list(range(len(categories))), default=other, return_dtype=pl.Int32)
-    return pl.when(pl.col(column).is_null()).then(None).otherwise(code).alias(column)
+    code = pl.col(column).cast(pl.Enum(categories), strict=False).to_physical().cast(pl.Int32)   # unseen -> null
+    if RARE not in categories: return code.alias(column)
+    return pl.when(code.is_null() & pl.col(column).is_not_null()).then(categories.index(RARE)).otherwise(code).alias(column)
 
 # %% ../nbs/02_features.ipynb #ec380e3d
-def select_features(X:pl.DataFrame,          # training feature frame (Float64 columns)
-                    max_missing:float=0.95   # drop columns with a larger fraction of null/NaN
-                   )->dict[str,str]:         # dropped column -> reason
+def select_features(X:pl.DataFrame|pl.LazyFrame, # training feature frame (Float64 columns); a LazyFrame is computed as it is read
+                    max_missing:float=0.95          # drop columns with a larger fraction of null/NaN
+                   )->dict[str,str]:                # dropped column -> reason
     "Columns to drop because they are mostly missing, constant, or duplicates, with the reason for each."
-    n = max(X.height, 1)
-    stats = X.lazy().select(*[(pl.col(c).is_null() | pl.col(c).is_nan().fill_null(False)).mean().alias(f"{c}\0m") for c in X.columns],
-                            *[pl.col(c).n_unique().alias(f"{c}\0u") for c in X.columns],
-                            *[pl.col(c).hash(seed=0).sum().alias(f"{c}\0h") for c in X.columns]).collect().row(0, named=True)
-    dropped, seen = {}, {}
-    for c in X.columns:
-        miss = stats[f"{c}\0m"] if X.height else 1.0
+    (n, stats), dropped, seen = column_stats(X), {}, {}
+    same = lambda a, b: X.lazy().select(pl.col(a).eq_missing(pl.col(b)).all()).collect().item()
+    for c, s in stats.items():
+        miss = s["missing"] / n if n else 1.0
         if miss > max_missing: dropped[c] = f"mostly missing ({miss:.0%} > {max_missing:.0%})"
-        elif stats[f"{c}\0u"] <= 1: dropped[c] = "constant"
+        elif s["missing"] == n or (s["missing"] == 0 and s["min"] == s["max"]): dropped[c] = "constant"
         else:
-            twin = next((k for k in seen.get(stats[f"{c}\0h"], []) if X[k].equals(X[c], null_equal=True)), None)
+            twin = next((k for k in seen.get(s["hash"], []) if same(k, c)), None)
             if twin: dropped[c] = f"duplicate of {twin}"
-            else: seen.setdefault(stats[f"{c}\0h"], []).append(c)
+            else: seen.setdefault(s["hash"], []).append(c)
     return dropped
+
+def column_stats(X:pl.DataFrame|pl.LazyFrame)->tuple[int,dict[str,dict]]:
+    "Rows, and each column's missing (null or NaN) count, min, max and order-free content hash, in one pass."
+    lf = X.lazy()
+    cols, aggs = lf.collect_schema().names(), dict(missing=lambda c: (pl.col(c).is_null() | pl.col(c).is_nan()).sum(),
+                                                   min=lambda c: pl.col(c).min(), max=lambda c: pl.col(c).max(), hash=lambda c: pl.col(c).hash(seed=0).sum())
+    row = lf.select(pl.len().alias("\0rows"), *(f(c).alias(f"{c}\0{k}") for c in cols for k, f in aggs.items())).collect().row(0, named=True)
+    return row["\0rows"], {c: {k: row[f"{c}\0{k}"] for k in aggs} for c in cols}
 
 # %% ../nbs/02_features.ipynb #2a30374b
 def finite(c:str)->pl.Expr: return pl.col(c).filter(pl.col(c).is_finite())
 
 def fit_clip(X:pl.DataFrame, columns:list[str], quantiles:tuple[float,float])->dict[str,list[float]]:
     "[low, high] quantiles of each column's finite training values (columns with none are left out)."
-    row = X.lazy().select(*[finite(c).quantile(q, interpolation="nearest").alias(f"{c}\0{i}") for c in columns
-                            for i, q in enumerate(quantiles)]).collect().row(0, named=True) if columns else {}
-    return {c: [float(row[f"{c}\0{0}"]), float(row[f"{c}\0{1}"])] for c in columns if row[f"{c}\0{0}"] is not None}
+    row = X.lazy().select(finite(c).quantile(list(quantiles), interpolation="nearest") for c in columns).collect().row(0, named=True) if columns else {}
+    return {c: [float(row[c][0]), float(row[c][1])] for c in columns if row[c] and row[c][0] is not None}
 
 def fit_medians(X:pl.DataFrame, columns:list[str])->dict[str,float]:
     "Median of each column's finite values (0.0 when there are none)."
@@ -93,6 +103,14 @@ def fit_scale(X:pl.DataFrame, columns:list[str])->dict[str,list[float]]:
     row = X.lazy().select(*[finite(c).mean().alias(f"{c}\0m") for c in columns], *[finite(c).std().alias(f"{c}\0s") for c in columns]
                          ).collect().row(0, named=True) if columns else {}
     return {c: [float(row[f"{c}\0m"] or 0.0), float(row[f"{c}\0s"] or 1.0) or 1.0] for c in columns}
+
+def sample_positions(n:int,             # rows to sample from
+                     size:int|None,      # sample size; None or >= n: every row
+                     seed:int=0          # fixed, so the sample (and what is learned from it) is reproducible
+                    )->np.ndarray|None:  # sorted row positions, or None for every row
+    "Positions of a seeded sample of `size` of `n` rows, in row order."
+    if not size or n <= size: return None
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False, shuffle=False))
 
 def clip_exprs(bounds:dict)->list[pl.Expr]: return [pl.col(c).clip(lo, hi) for c, (lo, hi) in bounds.items()]
 def fill_exprs(values:dict)->list[pl.Expr]: return [pl.col(c).fill_nan(None).fill_null(v) for c, v in values.items()]
@@ -109,35 +127,52 @@ class Preprocessor:
                  rare_min_count:int=10,      # categories seen fewer times in train -> __rare__
                  impute:bool=False,          # fill missing values (LightGBM does not need it)
                  scale:bool=False,           # standardise numeric features
-                 max_missing:float=0.95):    # drop features with a larger missing fraction
+                 max_missing:float=0.95,     # drop features with a larger missing fraction
+                 sample_rows:int|None=100_000):  # clip quantiles and medians from a seeded sample this large; None: all rows
         self.target, self.derived, self.exclude = target, dict(derived or {}), list(exclude)
         self.clip_quantiles, self.rare_min_count, self.impute, self.scale, self.max_missing = clip_quantiles, rare_min_count, impute, scale, max_missing
+        self.sample_rows = sample_rows
 
-    def fit(self, df:pl.DataFrame)->"Preprocessor":
-        skip = {self.target, *self.exclude}
-        base = [c for c, t in df.schema.items() if c not in skip and (t in NUMERIC or t == pl.String)]
-        self.inputs_, self.features_ = self._inputs(df, base, base + list(self.derived)), base + list(self.derived)
-        self.categories_ = fit_categories(df, [c for c in base if df.schema[c] == pl.String], self.rare_min_count)
+    def fit(self, df:pl.DataFrame|pl.LazyFrame,
+            rows:pl.Expr|None=None   # the training rows of `df`, e.g. `pl.col("split") == "train"`; None: every row
+           )->"Preprocessor":
+        "Learn everything from the training rows of `df`."
+        lf = df.lazy()
+        train, schema, skip = lf if rows is None else lf.filter(rows), lf.collect_schema(), {self.target, *self.exclude}
+        base = [c for c, t in schema.items() if c not in skip and (t in NUMERIC or t == pl.String)]
+        self.inputs_, self.features_ = self._inputs(schema, base, base + list(self.derived)), base + list(self.derived)
+        self.categories_ = fit_categories(train, [c for c in base if schema[c] == pl.String], self.rare_min_count)   # pass 1
         self.clip_, self.medians_, self.scale_ = {}, {}, {}
-        X = self._transform(df, fill=False)                               # every candidate, unclipped
-        self.dropped_ = select_features(X, self.max_missing)
-        self.features_ = [c for c in self.features_ if c not in self.dropped_]
-        self.inputs_ = self._inputs(df, [c for c in base if c in self.features_], self.features_)
-        self.categories_ = {c: v for c, v in self.categories_.items() if c in self.features_}
         numeric = [c for c in self.features_ if c not in self.categories_]
-        if self.clip_quantiles: self.clip_ = fit_clip(X, numeric, tuple(self.clip_quantiles))
-        X = X.lazy().select(self.features_).with_columns(clip_exprs(self.clip_)).collect()
-        self.medians_ = {**fit_medians(X, numeric), **{c: 0.0 for c in self.categories_}}   # a category's fill: its most frequent code
-        if self.scale: self.scale_ = fit_scale(X.with_columns(fill_exprs(self.medians_)) if self.impute else X, numeric)
+        sample = self._sample(lf, rows, numeric)                                           # order statistics: a seeded sample
+        if self.clip_quantiles: self.clip_ = fit_clip(sample, numeric, tuple(self.clip_quantiles))
+        self.medians_ = {**fit_medians(sample.lazy().with_columns(clip_exprs(self.clip_)), numeric),
+                         **{c: 0.0 for c in self.categories_}}                            # a category's fill: its most frequent code
+        self.dropped_ = select_features(train.select(self._features(fill=False, clip=False)), self.max_missing)   # pass 2
+        self.features_ = [c for c in self.features_ if c not in self.dropped_]
+        self.inputs_ = self._inputs(schema, [c for c in base if c in self.features_], self.features_)
+        self.categories_, numeric = {c: v for c, v in self.categories_.items() if c in self.features_}, [c for c in numeric if c in self.features_]
+        self.clip_, self.medians_ = {c: v for c, v in self.clip_.items() if c in self.features_}, {c: v for c, v in self.medians_.items() if c in self.features_}
+        if self.scale: self.scale_ = fit_scale(train.select(self._features(fill=self.impute)), numeric)              # pass 3, if asked
         self.versions_ = {c: feature_version(c, self.derived.get(c, f"column {self.inputs_.get(c)}"), self._settings(c)) for c in self.features_}
         return self
 
-    def _inputs(self, df:pl.DataFrame, base:list[str], features:list[str])->dict[str,str]:
+    def _sample(self, lf:pl.LazyFrame, rows:pl.Expr|None, numeric:list[str])->pl.DataFrame:
+        "Unclipped `numeric` features of a seeded sample of at most `sample_rows` training rows (all of them if there are no more)."
+        mask = (np.ones(lf.select(pl.len()).collect().item(), bool) if rows is None
+                else lf.select(rows.fill_null(False)).collect().to_series().to_numpy())       # the training rows
+        where = np.flatnonzero(mask)
+        if (pos := sample_positions(len(where), self.sample_rows)) is not None: mask = np.zeros_like(mask); mask[where[pos]] = True
+        exprs = [e for c, e in zip(self.features_, self._features(fill=False)) if c in numeric]
+        columns = sorted({r for e in exprs for r in e.meta.root_names()})                  # only the raw columns they need
+        return lf.select(columns).filter(pl.lit(pl.Series(mask))).select(exprs).collect()      # read in order, not gathered
+
+    def _inputs(self, schema:pl.Schema, base:list[str], features:list[str])->dict[str,str]:
         "Raw columns (and their types) that `features` need; an error if a derived feature's column is absent."
         roots = sorted({r for n, e in derived_exprs(self.derived).items() if n in features for r in e.meta.root_names()} - set(base))
-        missing = [r for r in roots if r not in df.columns]
+        missing = [r for r in roots if r not in schema]
         if missing: raise MlnbError(f"derived features use columns that are not in the data: {', '.join(missing)}", where="config features.derived")
-        return {c: str(df.schema[c]) for c in base + roots}
+        return {c: str(schema[c]) for c in base + roots}
 
     def _settings(self, c:str)->dict|None:
         "The settings that define feature `c` (part of its version); None when all are off."
@@ -145,16 +180,25 @@ class Preprocessor:
         else: s = dict(clip=list(self.clip_quantiles) if self.clip_quantiles else None, impute=self.impute, scale=self.scale)
         return {k: v for k, v in s.items() if v} or None
 
-    def _transform(self, df:pl.DataFrame, fill:bool=True)->pl.DataFrame:
-        "The feature frame; `fill=False` stops before imputation and scaling (used while fitting)."
-        missing = [c for c in self.inputs_ if c not in df.columns]
+    def _transform(self, df:pl.DataFrame|pl.LazyFrame, fill:bool=True)->pl.DataFrame:
+        "The feature frame, one `select`; `fill=False` stops before imputation and scaling (used while fitting)."
+        lf = df.lazy()
+        missing = [c for c in self.inputs_ if c not in lf.collect_schema()]
         if missing: raise MlnbError(f"input rows lack columns {', '.join(missing)}", fix="send every column of the model's signature.")
-        q = (df.lazy().with_columns(*[e for n, e in derived_exprs(self.derived).items() if n in self.features_])
-               .with_columns([category_code(c, cats) for c, cats in self.categories_.items()])
-               .select(pl.col(self.features_).cast(pl.Float64)).with_columns(clip_exprs(self.clip_)))
-        if fill and self.impute: q = q.with_columns(fill_exprs(self.medians_))
-        if fill and self.scale_: q = q.with_columns(scale_exprs(self.scale_))
-        return q.collect()
+        return lf.select(self._features(fill)).collect()
+
+    def _features(self, fill:bool=True, clip:bool=True)->list[pl.Expr]:
+        "One expression per feature: derived, coded or raw, as Float64, then clipped, filled and scaled."
+        derived = derived_exprs({n: e for n, e in self.derived.items() if n in self.features_})
+        return [self._finish((derived[c] if c in derived else category_code(c, self.categories_[c]) if c in self.categories_
+                              else pl.col(c)).cast(pl.Float64), c, fill, clip) for c in self.features_]
+
+    def _finish(self, e:pl.Expr, c:str, fill:bool=True, clip:bool=True)->pl.Expr:
+        "Feature `c` from its Float64 expression `e`: clipped; filled and scaled when configured."
+        if clip and c in self.clip_: e = e.clip(*self.clip_[c])
+        if fill and self.impute and c in self.medians_: e = e.fill_nan(None).fill_null(self.medians_[c])
+        if fill and c in self.scale_: e = (e - self.scale_[c][0]) / self.scale_[c][1]
+        return e.alias(c)
 
     def transform(self, df:pl.DataFrame)->pl.DataFrame:
         "Raw rows -> the model's feature frame (Float64; categories as integer codes)."
@@ -162,7 +206,7 @@ class Preprocessor:
 
     def to_dict(self)->dict:
         settings = dict(clip_quantiles=list(self.clip_quantiles) if self.clip_quantiles else None, rare_min_count=self.rare_min_count,
-                        impute=self.impute, scale=self.scale, max_missing=self.max_missing)
+                        impute=self.impute, scale=self.scale, max_missing=self.max_missing, sample_rows=self.sample_rows)
         return dict(target=self.target, derived=self.derived, exclude=self.exclude, inputs=self.inputs_, categories=self.categories_,
                     features=self.features_, medians=self.medians_, versions=self.versions_, settings=settings,
                     clip=self.clip_, scale=self.scale_, dropped=self.dropped_)
@@ -179,6 +223,7 @@ class Preprocessor:
 
 # %% ../nbs/02_features.ipynb #60e458ba
 SPLITS = ("random", "stratified", "time", "group")
+SPLIT = pl.Enum(["test", "train", "valid"])
 
 def split_position(how:str, seed:int, target:str|None=None, time_column:str|None=None, group_column:str|None=None)->pl.Expr:
     "A number in [0, 1) per row; small numbers go to test, then valid."
@@ -196,7 +241,7 @@ def split_frame(df:pl.DataFrame,              # the snapshot
                 time_column:str|None=None,     # for time
                 group_column:str|None=None     # for group
                )->pl.DataFrame:
-    "Add a `split` column with values train, valid and test."
+    "Add a `split` column (`SPLIT`) with values train, valid and test."
     if how not in SPLITS: raise MlnbError(f"unknown split '{how}'", where="config features.split", fix=f"use one of {', '.join(SPLITS)}.")
     need = {"time": ("time_column", "data.time_column", time_column), "group": ("group_column", "features.group_column", group_column)}.get(how)
     if need and (not need[2] or need[2] not in df.columns):
@@ -205,9 +250,9 @@ def split_frame(df:pl.DataFrame,              # the snapshot
     if how == "time" and df[time_column].null_count():
         raise MlnbError(f"the time column '{time_column}' has {df[time_column].null_count()} missing values; a time split cannot place them",
                         where="step 02_features", fix="fill or drop those rows in the sources, or use another split.")
-    frac = split_position(how, seed, target, time_column, group_column)
-    return df.with_columns(pl.when(frac < test_size).then(pl.lit("test"))
-                             .when(frac < test_size + valid_size).then(pl.lit("valid")).otherwise(pl.lit("train")).alias("split"))
+    frac = df.select(split_position(how, seed, target, time_column, group_column)).to_series()    # once, not once per comparison
+    return df.with_columns(pl.when(frac < test_size).then(pl.lit("test", SPLIT))
+                             .when(frac < test_size + valid_size).then(pl.lit("valid", SPLIT)).otherwise(pl.lit("train", SPLIT)).alias("split"))
 
 # %% ../nbs/02_features.ipynb #8ee57426
 def split_manifest(df:pl.DataFrame, how:str, id_column:str|None=None, time_column:str|None=None)->dict:
@@ -293,7 +338,7 @@ def run_features(config_path:str|None=None, run_dir:str|None=None)->dict:
     manifest = check_manifest(split_manifest(df, opt.split, data.id_column, data.time_column if opt.split == "time" else None))
     exclude = excluded_columns(cfg)
     settings = opt.model_dump(include={"clip_quantiles", "rare_min_count", "impute", "scale", "max_missing"})
-    pre = Preprocessor(data.target, cfg.features.derived, exclude, **settings).fit(df.filter(pl.col("split") == "train"))
+    pre = Preprocessor(data.target, cfg.features.derived, exclude, **settings).fit(df, pl.col("split") == "train")
     classes = sorted(df[data.target].unique().to_list()) if task != "regression" else []
     balance = class_balance(df.filter(pl.col("split") == "train")[data.target], classes, opt.imbalance, opt.downsample_ratio) if classes else None
     keep = [c for c in dict.fromkeys([data.id_column, data.time_column, opt.group_column, *pre.inputs_, data.target]) if c]

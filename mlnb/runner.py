@@ -8,7 +8,7 @@ import contextlib, datetime as dt, importlib, json, os, re, secrets, shutil, sys
 from pathlib import Path
 from .core import MlnbError, digest, folder_digests, load_json, save_json, sha256_file
 from .config import Config, load_config, save_config
-from .steps import STEPS, STEP_NAMES, Step, get_step, notebooks_dir
+from .steps import JOBS, STEPS, STEP_NAMES, Step, get_step, notebooks_dir
 
 # %% auto #0
 __all__ = ['SHARED_MODULES', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests',
@@ -24,11 +24,14 @@ def parse_steps(spec:str|None)->list[Step]:
     for part in spec.split(","):
         a, sep, b = part.strip().partition("-") if re.fullmatch(r"\s*\w+\s*-\s*\w+\s*", part) else (part.strip(), "", "")
         if sep:
-            i, j = STEP_NAMES.index(get_step(a.strip()).name), STEP_NAMES.index(get_step(b.strip()).name)
+            ends = [get_step(x.strip()).name for x in (a, b)]
+            if set(ends) - set(STEP_NAMES): raise MlnbError(f"'{part}': {', '.join(set(ends) - set(STEP_NAMES))} is a job, not part of the pipeline's order",
+                                                            where="--steps", fix="name jobs on their own, e.g. --steps 08.")
+            i, j = STEP_NAMES.index(ends[0]), STEP_NAMES.index(ends[1])
             if i > j: raise MlnbError(f"step range '{part}' runs backwards", where="--steps", fix=f"write it as {b}-{a}.")
             chosen |= set(STEP_NAMES[i:j + 1])
         else: chosen.add(get_step(a).name)
-    return [s for s in STEPS if s.name in chosen]
+    return [s for s in (*STEPS, *JOBS) if s.name in chosen]
 
 # %% ../nbs/14_runner.ipynb #8c1f7c09
 def _is_export(cell:dict)->bool:
@@ -89,7 +92,8 @@ def new_record(run_id:str, cfg:Config, config_file:str, overrides:list[str], ste
     from mlnb import __version__
     return dict(run_id=run_id, status="running", created=now(), finished=None, mlnb=__version__, config_file=str(config_file),
                 overrides=list(overrides), selected=[s.name for s in steps], config=cfg.model_dump(mode="json", by_alias=True),
-                steps={s.name: dict(status="pending") for s in STEPS}, timings={})
+                steps={s.name: dict(status="pending") for s in (*(STEPS if set(steps) & set(STEPS) else ()), *(s for s in steps if s in JOBS))},
+                timings={})
 
 # %% ../nbs/14_runner.ipynb #569952ff
 def find_cached(runs_dir:Path, step:str, fp:str, skip:str|None=None)->tuple[Path, dict]|None:
@@ -224,7 +228,7 @@ def _closure(steps:list[Step])->list[Step]:
     need = {s.name for s in steps}
     for s in reversed(STEPS):
         if s.name in need: need |= set(s.upstream)
-    return [s for s in STEPS if s.name in need]
+    return [s for s in (*STEPS, *JOBS) if s.name in need]
 
 # %% ../nbs/14_runner.ipynb #9bf31a84
 def _resume(config_path, run_id:str):

@@ -12,7 +12,7 @@ from .core import MlnbError, atomic_path, load_json, save_json
 from .config import Config, demo_config, load_config, save_config
 
 # %% auto #0
-__all__ = ['STEPS', 'STEP_NAMES', 'Step', 'get_step', 'notebooks_dir', 'StepRun', 'ensure_upstream', 'open_step']
+__all__ = ['STEPS', 'STEP_NAMES', 'JOBS', 'Step', 'get_step', 'notebooks_dir', 'StepRun', 'ensure_upstream', 'open_step']
 
 # %% ../nbs/12_steps.ipynb #084bc0b9
 @dataclass(frozen=True)
@@ -39,22 +39,27 @@ STEPS = (
     Step("00_data",     "data",     "run_data",     (),                                        ("data",), external="mlnb.data.source_digests"),
     Step("01_validate", "validate", "run_validate", ("00_data/snapshot.parquet",),             ("data", "validate"), external="mlnb.validate.contract_digest"),
     Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "problem.task")),
-    Step("03_train",    "train",    "run_train",    _SPLITS,                                   ("seed", "data", "train")),
-    Step("04_tune",     "tune",     "run_tune",     _SPLITS,                                   ("seed", "data", "train", "tune")),
-    Step("05_evaluate", "evaluate", "run_evaluate", ("02_features/test.parquet", *_SPLITS[2:], "03_train/baseline.json", "04_tune/model.txt"),
-         ("seed", "data", "evaluate")),
-    Step("06_package",  "registry", "run_package",  ("00_data/manifest.json", *_SPLITS[2:], "04_tune/model.txt", "04_tune/best_params.json",
-                                                     "05_evaluate/metrics.json", "05_evaluate/gate.json"), ("seed", "data", "package")),
+    Step("03_train",    "train",    "run_train",    _SPLITS,                                   ("seed", "data", "problem", "train")),
+    Step("04_tune",     "tune",     "run_tune",     _SPLITS,                                   ("seed", "data", "problem", "train", "tune")),
+    Step("05_evaluate", "evaluate", "run_evaluate", ("00_data/manifest.json", "00_data/snapshot.parquet", "02_features/test.parquet", *_SPLITS, "03_train/baselines.json", "04_tune/model.txt"),
+         ("seed", "data", "problem", "evaluate", "package.model_name", "package.registry")),
+    Step("06_package",  "registry", "run_package",  ("00_data/manifest.json", "02_features/train.parquet", "02_features/test.parquet", *_SPLITS[2:],
+                                                     "04_tune/model.txt", "04_tune/best_params.json", "05_evaluate/metrics.json", "05_evaluate/gate.json",
+                                                     "05_evaluate/model_card.md"),
+         ("seed", "data", "package", "monitor.exclude", "monitor.bins", "monitor.sketch", "monitor.max_categories")),
     Step("07_deploy",   "serve",    "run_deploy",   ("02_features/test.parquet", "05_evaluate/gate.json", "06_package/registered.json"),
-         ("data", "package", "deploy"), cache=False),
+         ("data", "package", "deploy", "serve"), cache=False),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
+# Jobs: step notebooks that run only when asked for (`mlnb monitor` = `mlnb run --steps 08`), with the same
+# run folder, record, executed notebook and W&B logging as a pipeline step.
+JOBS = (Step("08_monitor", "monitor", "run_monitor", (), ("package", "serve", "monitor"), cache=False),)
 
 def get_step(name:str)->Step:
     "Look a step up by its full name (`03_train`), number (`03`, `3`) or short name (`train`)."
-    for s in STEPS:
+    for s in (*STEPS, *JOBS):
         if name in (s.name, s.name[:2], s.name[3:]) or (name.isdigit() and int(name) == int(s.name[:2])): return s
-    raise MlnbError(f"unknown step '{name}'", fix=f"use one of {', '.join(STEP_NAMES)} (or their numbers).")
+    raise MlnbError(f"unknown step '{name}'", fix=f"use one of {', '.join(STEP_NAMES + tuple(j.name for j in JOBS))} (or their numbers).")
 
 # %% ../nbs/12_steps.ipynb #f338d81a
 def notebooks_dir()->Path:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MLNB = Path(sys.executable).parent/"mlnb"
 
 SMALL = {"data": {"synthetic": {"rows": 3000}}, "validate": {"min_rows": 100},
-         "train": {"num_boost_round": 200, "num_threads": 1}, "tune": {"n_trials": 3},
+         "train": {"num_boost_round": 200, "num_threads": 1, "folds": 3}, "tune": {"n_trials": 3},
          "evaluate": {"shap_rows": 200}, "deploy": {"smoke_rows": 50}}
 
 def merge(base: dict, extra: dict) -> dict:

@@ -1,5 +1,5 @@
 "Bad input at the command line: one clear message, a non-zero exit, and nothing created."
-import time
+import json, time
 from pathlib import Path
 import pytest
 from conftest import write_config
@@ -63,3 +63,15 @@ def test_models_lists_versions(cli, first_run, project):
     res = cli("models", cwd=project)
     assert res.returncode == 0
     assert "churn  (production=v1)" in res.stdout and "v1" in res.stdout and "gate passed" in res.stdout
+
+def test_models_show_and_audit_after_a_run(cli, first_run, project):
+    res = cli("models", "churn", cwd=project)   # `mlnb models [NAME]` still lists
+    assert res.returncode == 0 and "churn  (production=v1)" in res.stdout
+    res = cli("models", "show", "churn@production", cwd=project)
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout)
+    lineage = shown["lineage"]
+    assert lineage["run_id"] == "first" and lineage["data_snapshot"] and lineage["feature_versions"] and "git_commit" in lineage
+    assert shown["onnx"]["exported"] and shown["onnx"]["parity"]["max_abs_diff"] <= 1e-5, shown["onnx"]
+    res = cli("models", "audit", "churn", "--verify", cwd=project)
+    assert res.returncode == 0 and "audit log intact" in res.stdout and "register version=v1" in res.stdout

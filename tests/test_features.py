@@ -38,6 +38,11 @@ def test_every_split_is_deterministic_complete_and_disjoint(frame, how):
     tol = 0.06 if how in ("time", "group") else 0.002      # ties (time) and whole groups make sizes approximate
     assert abs(n["test"] / N - 0.2) < tol and abs(n["valid"] / N - 0.15) < tol, n
 
+def test_split_column_is_an_enum_that_compares_with_text(frame):
+    s = split_frame(frame, "random", 0.15, 0.2, seed=1)
+    assert s.schema["split"] == features.SPLIT and s.filter(pl.col("split") == "valid").height == 300
+    assert s.group_by("split").len().sort("split")["split"].to_list() == ["test", "train", "valid"]   # sorts like text
+
 def test_random_and_stratified_sizes_are_exact_and_seeded(frame):
     r = split_frame(frame, "random", 0.15, 0.2, seed=1)
     assert sizes(r) == {"train": 1300, "valid": 300, "test": 400}
@@ -80,7 +85,7 @@ def test_manifest_detects_overlap_empty_splits_and_duplicate_rows(frame):
     hashed = split_manifest(s.drop("id"), "random")               # no id column: row hashes
     assert hashed["key"] == "row hash" and sum(map(len, hashed["ids"].values())) == N
     check_manifest(hashed)
-    twin = pl.concat([s.drop("id").filter(pl.col("split") == "train").head(1).with_columns(split=pl.lit("test")), s.drop("id")])
+    twin = pl.concat([s.drop("id").filter(pl.col("split") == "train").head(1).with_columns(split=pl.lit("test", features.SPLIT)), s.drop("id")])
     with pytest.raises(MlnbError, match="row hash"): check_manifest(split_manifest(twin, "random"))
     with pytest.raises(MlnbError, match="the valid split is empty"):
         check_manifest(split_manifest(s.filter(pl.col("split") != "valid"), "random", "id"))
@@ -110,6 +115,38 @@ def test_round_trip_transforms_identically(train, settings):
         a, b = pre.transform(rows), again.transform(rows)
         assert a.columns == pre.features_ and a.equals(b)
     if settings.get("impute"): assert pre.transform(served).null_count().sum_horizontal().item() == 0
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_fit_on_rows_is_fit_on_those_rows(train, settings):
+    split = train.with_columns(split=pl.when(pl.col("id") % 4 == 0).then(pl.lit("test", features.SPLIT)).otherwise(pl.lit("train", features.SPLIT)))
+    fit = lambda *a: Preprocessor("y", {"log_spend": "LN(1 + spend)"}, ["id", "split"], sample_rows=200, **settings).fit(*a)
+    a, b = fit(split, pl.col("split") == "train"), fit(split.filter(pl.col("split") == "train"))
+    assert a.to_dict() == b.to_dict() and a.transform(split).equals(b.transform(split))
+    assert fit(split.lazy().filter(pl.col("split") == "train")).to_dict() == a.to_dict()     # a LazyFrame fits the same
+
+def test_order_statistics_come_from_a_seeded_sample(train):
+    exact = Preprocessor("y", exclude=["id"], sample_rows=None).fit(train)
+    assert Preprocessor("y", exclude=["id"], sample_rows=10_000).fit(train).to_dict()["clip"] == exact.clip_   # small data: every row
+    small = Preprocessor("y", exclude=["id"], sample_rows=100, clip_quantiles=(0.0, 1.0)).fit(train)
+    assert small.to_dict() == Preprocessor("y", exclude=["id"], sample_rows=100, clip_quantiles=(0.0, 1.0)).fit(train).to_dict()
+    rows = features.sample_positions(train.height, 100)
+    assert small.clip_["spend"] == [train["spend"][rows].min(), train["spend"][rows].max()] != exact.clip_["spend"]
+    assert small.medians_["age"] == train["age"][rows].median()
+    assert small.dropped_ == exact.dropped_                      # selection always sees every training row
+    assert Preprocessor.from_dict(small.to_dict()).sample_rows == 100
+
+def test_constant_means_one_value_counting_missing_as_one():
+    nan = float("nan")
+    X = pl.DataFrame({"nan_or_1": [1.0, nan, 1.0], "all_nan": [nan] * 3, "nulls": [None, None, None], "mixed": [None, nan, None],
+                      "inf": [float("inf")] * 3, "two": [1.0, 2.0, 1.0]}, schema={c: pl.Float64 for c in ["nan_or_1", "all_nan", "nulls", "mixed", "inf", "two"]})
+    assert select_features(X, 1.0) == {"all_nan": "constant", "nulls": "constant", "mixed": "constant", "inf": "constant"}
+
+def test_decimal_literals_in_definitions_are_floating_point():
+    assert features.float_literals("a * 30.0 / (1 + b) - .25 + 1e-3 + c1.5 + 'x 2.5'") == "a * 30.0e0 / (1 + b) - .25e0 + 1e-3 + c1.5 + 'x 2.5'"
+    df = pl.DataFrame({"a": [1, 3], "b": [2, 5]})
+    out = df.select(features.derived_exprs({"r": "a * 30.0 / (1 + b)"})["r"])
+    assert out.dtypes == [pl.Float64] and out["r"].to_list() == [10.0, 15.0]
+    assert out["r"].equals((df["a"] * 30.0 / (1 + df["b"])).alias("r"))
 
 def test_clip_and_rare_rules_at_serving_time(train):
     pre = Preprocessor("y", exclude=["id"], rare_min_count=5).fit(train)
@@ -214,7 +251,7 @@ def test_default_step_end_to_end(snapshot_run):
     table = pl.read_csv(out/"tables"/"features.csv")
     assert set(table["status"]) <= {"kept", "dropped"} and table.filter(pl.col("status") == "kept")["feature"].to_list() == pre.features_
     rec = run_train(config, run)                              # the default run still beats its baseline
-    assert rec["metrics"]["valid_roc_auc"] > rec["metrics"]["baseline_roc_auc"] + 0.1
+    assert rec["metrics"]["valid_roc_auc"] > rec["metrics"]["baseline_dummy_valid_roc_auc"] + 0.1
     assert "scale_pos_weight" not in rec["params"]
 
 def test_time_split_with_downsampling_end_to_end(snapshot_run):
@@ -231,9 +268,9 @@ def test_time_split_with_downsampling_end_to_end(snapshot_run):
     assert split["counts"]["train"] == train.height == split["imbalance"]["rows_used"]
     assert pl.read_parquet(out/"test.parquet")["signup_date"].min() > train["signup_date"].max()
     rec = run_train(config, run)
-    baseline = load_json(Path(run)/"03_train"/"baseline.json")
+    baseline = load_json(Path(run)/"03_train"/"baselines.json")["dummy"]
     assert abs(baseline["priors"][1] - pos / (pos + neg)) < 1e-9       # priors from the data, not the downsampled file
-    assert rec["metrics"]["valid_roc_auc"] > rec["metrics"]["baseline_roc_auc"]
+    assert rec["metrics"]["valid_roc_auc"] > rec["metrics"]["baseline_dummy_valid_roc_auc"]
 
 def test_group_split_with_class_weights_end_to_end(snapshot_run):
     from mlnb.train import run_train
@@ -247,4 +284,4 @@ def test_group_split_with_class_weights_end_to_end(snapshot_run):
     rec = run_train(config, run)
     split = load_json(out/"split.json")
     assert rec["params"]["scale_pos_weight"] == split["imbalance"]["scale_pos_weight"] > 1
-    assert rec["metrics"]["valid_roc_auc"] > rec["metrics"]["baseline_roc_auc"]
+    assert rec["metrics"]["valid_roc_auc"] > rec["metrics"]["baseline_dummy_valid_roc_auc"]

@@ -31,7 +31,8 @@ def test_run_outputs(first_run, project):
     assert json.loads((run_dir/"05_evaluate"/"gate.json").read_text())["passed"] is True
     for plot in ("roc", "shap_summary"): assert (run_dir/"05_evaluate"/"plots"/f"{plot}.png").stat().st_size > 1000
     version = project/"registry"/"churn"/"v1"
-    assert sorted(p.name for p in version.iterdir()) == ["checksums.json", "metadata.json", "model.txt", "model_card.md", "preprocessing.json", "signature.json"]
+    assert sorted(p.name for p in version.iterdir()) == ["Dockerfile", "checksums.json", "metadata.json", "mlnb-0.1.0-py3-none-any.whl", "model.onnx", "model.txt",
+                                                            "model_card.md", "preprocessing.json", "reference.json", "requirements.txt", "signature.json"]
     assert not list(version.rglob("*.pkl")) and not list(version.rglob("*.pickle"))
     assert json.loads((project/"registry"/"churn"/"aliases.json").read_text()) == {"production": "v1"}
     meta = json.loads((version/"metadata.json").read_text())

@@ -1,64 +1,262 @@
-"The served model: `mlnb serve` over real HTTP agrees with `mlnb predict`; bad input and tampered models are refused."
-import json, os, shutil, subprocess, sys, time
+"The model service over real HTTP: golden parity with batch scoring, auth, strict requests, limits, metrics, the prediction log, hot reload and its faults."
+import concurrent.futures as cf, contextlib, datetime as dt, json, os, shutil, signal, subprocess, threading, time
 from pathlib import Path
-import httpx, polars as pl
-import pytest
+import httpx, numpy as np, polars as pl
+import pytest, yaml
+import lightgbm as lgb
+from mlnb.core import save_json
+from mlnb.features import Preprocessor
+from mlnb.registry import ModelPackage, register, set_alias
+from mlnb.serve import free_port, running_service, score_file
 from conftest import MLNB
-from mlnb.serve import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"app": {"key": "k-app-0123456789", "roles": ["predict"]}, "ops": {"key": "k-ops-0123456789", "roles": ["predict", "admin"]}}
+APP, OPS = {"x-api-key": "k-app-0123456789"}, {"x-api-key": "k-ops-0123456789"}
+
+def churn_rows(n: int, seed: int) -> pl.DataFrame:
+    "Churn-like raw rows with every input type, nulls and a PII column."
+    r = np.random.default_rng(seed)
+    pick = lambda vals, p=None: [vals[i] for i in r.choice(len(vals), n, p=p)]
+    df = pl.DataFrame({
+        "customer_id": [f"c{i}" for i in range(n)], "email": [f"u{i}@example.com" for i in range(n)],
+        "plan": pick(["basic", "standard", "premium", "legacy"], [0.5, 0.3, 0.195, 0.005]), "region": pick(["west", "east", None]),
+        "age": pl.Series([None if m else a for m, a in zip(r.random(n) < 0.05, r.normal(45, 15, n).round(1).tolist())], dtype=pl.Float64),
+        "tenure_days": r.integers(0, 3000, n), "n_events": pl.Series(r.integers(0, 60, n), dtype=pl.UInt32),
+        "monthly_charges": r.gamma(3, 20, n), "signup_date": [dt.date(2018, 1, 1) + dt.timedelta(days=int(d)) for d in r.integers(0, 2500, n)]})
+    logit = -1 + 0.8 * (df["plan"] == "basic").cast(pl.Int64).to_numpy() - df["tenure_days"].to_numpy() / 1500 + r.normal(0, 1, n)
+    return df.with_columns(churned=pl.Series((logit > 0).astype(int)))
+
+def build(registry: Path, rows: pl.DataFrame, rounds: int) -> str:
+    "Fit preprocessing (the default config's derived features) and a booster; register; return the version."
+    derived = yaml.safe_load((ROOT/"mlnb.yaml").read_text())["features"]["derived"]
+    pre = Preprocessor("churned", derived, exclude=["customer_id", "email"], rare_min_count=10).fit(rows)
+    X = pre.transform(rows).to_numpy()
+    d = registry.parent/f"build{rounds}"; d.mkdir()
+    lgb.train(dict(objective="binary", verbosity=-1, num_threads=1, seed=0), lgb.Dataset(X, rows["churned"].to_numpy()), rounds).save_model(d/"model.txt")
+    save_json(pre.to_dict(), d/"preprocessing.json")
+    save_json(dict(task="binary", classes=[0, 1], target="churned", pii=["email"],
+                   inputs=[dict(name=c, dtype=t, categories=pre.categories_.get(c)) for c, t in pre.inputs_.items()]), d/"signature.json")
+    version, _ = register(registry, "churn", {n: d/n for n in ("model.txt", "preprocessing.json", "signature.json")}, dict(run_id="test", metrics={"auc": 0.8}, gate={"passed": True, "reason": "test"}))
+    return version
 
 @pytest.fixture(scope="module")
-def service(first_run, project, home):
-    port = free_port()
-    env = {**os.environ, "HOME": str(home)}
-    proc = subprocess.Popen([str(MLNB), "serve", "churn@production", "--port", str(port)], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/health").status_code == 200: break
-        except httpx.TransportError: time.sleep(0.1)
-        assert proc.poll() is None, proc.stdout.read()
-    yield url
-    proc.terminate(); proc.wait(10)
+def models(tmp_path_factory):
+    base = tmp_path_factory.mktemp("serve")
+    registry = base/"registry"
+    rows = churn_rows(3000, 0)
+    v1, v2 = build(registry, rows, 20), build(registry, rows, 40)
+    set_alias(registry, "churn", "production", v1, reason="test")
+    return dict(base=base, registry=registry, rows=churn_rows(400, 1), v1=v1, v2=v2)
 
-def test_health(service):
-    assert httpx.get(f"{service}/health").json() == {"status": "ok", "model": "churn", "version": "v1"}
+@pytest.fixture(scope="module")
+def served(models):
+    "The service on churn@production with keys and the prediction log; `stop()` ends it (SIGTERM)."
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(running_service("churn@production", "--registry", str(models["registry"]), "--log-dir", str(models["base"]/"predlog"),
+                                              env={"MLNB_API_KEYS": json.dumps(KEYS)}))
+    yield dict(url=url, stop=stack.close)
+    stack.close()
 
-def test_served_equals_batch_scoring(service, first_run, project, cli, tmp_path):
-    run_dir = first_run[0]
-    test = pl.read_parquet(run_dir/"02_features"/"test.parquet")
-    inputs = [c["name"] for c in json.loads((project/"registry"/"churn"/"v1"/"signature.json").read_text())["inputs"]]
-    served = httpx.post(f"{service}/predict", json={"records": json.loads(test.select(inputs).write_json())}, timeout=60).json()
-    assert served["version"] == "v1" and len(served["prediction"]) == test.height
-    src = tmp_path/"test.csv"
-    test.write_csv(src)
-    res = cli("predict", "churn@production", "--input", src, "--output", tmp_path/"scored.parquet", cwd=project)
-    assert res.returncode == 0, res.stderr
+@pytest.fixture
+def service(served): return served["url"]
+
+def records(rows: pl.DataFrame) -> list[dict]:
+    inputs = [c for c in rows.columns if c not in ("customer_id", "email", "churned")]
+    return json.loads(rows.select(inputs).write_json())
+
+def test_live_ready_and_model(service, models):
+    assert httpx.get(f"{service}/health").json()["status"] == "ok"
+    assert httpx.get(f"{service}/ready").json() == {"status": "ready", "model": "churn", "version": models["v1"]}
+    m = httpx.get(f"{service}/model", headers=APP).json()
+    assert m["version"] == models["v1"] and m["fast_encoder"] is True and m["metrics"] == {"auc": 0.8}
+    assert [c["name"] for c in m["signature"]["inputs"]][:2] == ["plan", "region"]
+
+def test_auth(service, models):
+    rec = records(models["rows"].head(1))[0]
+    assert httpx.post(f"{service}/predict", json=rec).status_code == 401
+    assert httpx.post(f"{service}/predict", json=rec, headers={"x-api-key": "wrong"}).status_code == 401
+    r = httpx.post(f"{service}/admin/reload", headers=APP)
+    assert r.status_code == 403 and "k-app" not in r.text
+    assert httpx.get(f"{service}/health").status_code == httpx.get(f"{service}/ready").status_code == 200   # open
+
+def test_golden_service_equals_batch_scoring(service, models, tmp_path):
+    "The same rows scored one by one (record encoder), in a large list (polars) and by `mlnb predict` agree bit for bit."
+    rows = models["rows"]
+    recs = records(rows)
+    recs[0]["plan"], recs[1]["region"] = "never-seen", None                    # an unseen category and a null
+    rows = rows.with_columns(pl.Series("plan", [r["plan"] for r in recs]), pl.Series("region", [r["region"] for r in recs]))
+    with httpx.Client(headers=APP) as c:
+        single = [c.post(f"{service}/predict", json=r).json() for r in recs[:150]]
+        small = c.post(f"{service}/predict", json=recs[:50]).json()
+        big = c.post(f"{service}/predict", json=recs).json()
+    rows.write_csv(tmp_path/"rows.csv")
+    package = ModelPackage(models["registry"]/"churn"/models["v1"])
+    n = score_file(package, tmp_path/"rows.csv", tmp_path/"scored.parquet", chunk=128)
     batch = pl.read_parquet(tmp_path/"scored.parquet")
-    assert batch["customer_id"].to_list() == test["customer_id"].to_list()
-    assert batch["probability"].to_list() == served["probability"], "service and batch scoring must agree exactly"
-    assert batch["prediction"].to_list() == served["prediction"]
+    assert n == rows.height and batch["customer_id"].to_list() == rows["customer_id"].to_list()
+    expected = batch["probability"].to_list()
+    assert [s["probability"][0] for s in single] == expected[:150]
+    assert small["probability"] == expected[:50] and big["probability"] == expected
+    assert big["prediction"] == batch["prediction"].to_list()
+    assert package.predict(rows)["probability"] == expected
+    assert len({s["request_id"] for s in single}) == 150
 
-@pytest.mark.parametrize("body, field", [
-    ({"records": [{"plan": "basic"}]}, "age"),                      # missing fields
-    ({"records": [{"nonsense": 1}]}, "nonsense"),                    # unknown field
-    ({"records": []}, "records"),                                    # empty batch
+@pytest.mark.parametrize("change, field", [
+    (lambda r: r.pop("age") and r, "age"),                         # missing
+    (lambda r: {**r, "nonsense": 1}, "nonsense"),                  # unknown
+    (lambda r: {**r, "tenure_days": 3.5}, "tenure_days"),          # float for an integer column
+    (lambda r: {**r, "age": "old"}, "age"),                        # string for a number
+    (lambda r: {**r, "signup_date": "yesterday"}, "signup_date"),  # not a date
+    (lambda r: {**r, "n_events": -1}, "n_events"),                 # out of UInt32's range
 ])
-def test_bad_requests_get_422(service, body, field):
-    r = httpx.post(f"{service}/predict", json=body)
-    assert r.status_code == 422 and field in r.text
+def test_bad_records_get_422_naming_the_field(service, models, change, field):
+    rec = change(records(models["rows"].head(1))[0])
+    for body in (rec, [rec]):
+        r = httpx.post(f"{service}/predict", json=body, headers=APP)
+        assert r.status_code == 422 and field in r.text, r.text
 
-def test_wrong_type_gets_422(service, first_run, project):
-    test = pl.read_parquet(first_run[0]/"02_features"/"test.parquet")
-    inputs = [c["name"] for c in json.loads((project/"registry"/"churn"/"v1"/"signature.json").read_text())["inputs"]]
-    record = json.loads(test.select(inputs).head(1).write_json())[0] | {"age": "old"}
-    r = httpx.post(f"{service}/predict", json={"records": [record]})
-    assert r.status_code == 422 and "age" in r.text
+def test_limits_get_413(service, models):
+    rec = records(models["rows"].head(1))[0]
+    assert httpx.post(f"{service}/predict", json=[rec] * 1001, headers=APP).status_code == 413          # serve.max_batch
+    assert httpx.post(f"{service}/predict", content=b"[" + b" " * 1_100_000 + b"]", headers={**APP, "content-type": "application/json"}).status_code == 413
+    assert httpx.post(f"{service}/predict", json=[], headers=APP).status_code == 422
 
-def test_tampered_model_is_refused(first_run, project, cli, tmp_path):
+def test_explain(service, models):
+    recs = records(models["rows"].head(3))
+    r = httpx.post(f"{service}/explain", json=recs, headers=APP).json()
+    package = ModelPackage(models["registry"]/"churn"/models["v1"])
+    raw = package.booster.predict(package.preprocessor.transform(models["rows"].head(3)).to_numpy(), raw_score=True)
+    assert np.allclose(np.sum(r["contributions"], axis=1) + r["base_value"], raw) and len(r["features"]) == len(r["contributions"][0])
+
+def test_metrics(service):
+    text = httpx.get(f"{service}/metrics").text
+    assert 'mlnb_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'mlnb_request_seconds_bucket{le="0.001",route="/predict",status="200"}' in text
+    assert 'mlnb_model_info{model="churn",version="v1"} 1.0' in text and "mlnb_prediction_score_bucket" in text
+    assert 'mlnb_predictions_total{prediction="0",version="v1"}' in text
+
+def test_reload_refuses_corrupt_version_then_swaps_under_load(service, models):
+    "A tampered version is refused (409) and v1 keeps serving; the intact version swaps in while requests run, none failing."
+    reg, v2 = models["registry"], models["v2"]
+    model_txt = reg/"churn"/v2/"model.txt"
+    good = model_txt.read_bytes()
+    set_alias(reg, "churn", "production", v2, reason="test reload")
+    model_txt.write_bytes(good.replace(b"Tree=0", b"Tree=0\n", 1))
+    r = httpx.post(f"{service}/admin/reload", headers=OPS)
+    assert r.status_code == 409 and "sha256 differs" in r.text and "still serving v1" in r.text
+    assert httpx.get(f"{service}/ready").json()["version"] == "v1"
+    model_txt.write_bytes(good)
+    rec, stop, seen, failures = records(models["rows"].head(1))[0], threading.Event(), set(), []
+    def hammer():
+        with httpx.Client(headers=APP) as c:
+            while not stop.is_set():
+                r = c.post(f"{service}/predict", json=rec)
+                (seen.add(r.json()["version"]) if r.status_code == 200 else failures.append(r.status_code))
+    with cf.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(hammer) for _ in range(4)]
+        time.sleep(0.3)
+        r = httpx.post(f"{service}/admin/reload", headers=OPS, timeout=60)
+        time.sleep(0.3); stop.set()
+        for f in futures: f.result()
+    assert r.json() == {"status": "swapped", "version": "v2", "previous": "v1"}
+    assert not failures and seen == {"v1", "v2"}
+    assert httpx.get(f"{service}/ready").json()["version"] == "v2"
+
+def test_prediction_log_flushed_on_shutdown(served, models):
+    "Runs after the other service tests: stops the service, whose last rows are flushed at shutdown."
+    served["stop"]()
+    logged = pl.read_parquet(models["base"]/"predlog"/"churn"/"**"/"*.parquet")
+    assert logged.height > 150 and "email" not in logged.columns and "customer_id" not in logged.columns
+    assert {"time", "version", "request_id", "plan", "signup_date", "prediction", "probability"} <= set(logged.columns)
+    assert set(logged["version"]) == {"v1", "v2"}
+
+def test_tampered_model_is_refused_at_start(models, tmp_path):
     copy = tmp_path/"v1"
-    shutil.copytree(project/"registry"/"churn"/"v1", copy)
+    shutil.copytree(models["registry"]/"churn"/"v1", copy)
     with open(copy/"model.txt", "a") as f: f.write("\n")
-    res = cli("serve", copy, "--port", str(free_port()), cwd=project, timeout=60)
-    assert res.returncode == 2
-    assert "integrity check" in res.stderr and "model.txt: sha256 differs" in res.stderr
+    res = subprocess.run([str(MLNB), "serve", str(copy), "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "model.txt: sha256 differs" in res.stderr
+
+def test_public_address_without_keys_is_refused(models):
+    env = {k: v for k, v in os.environ.items() if k != "MLNB_API_KEYS"}
+    res = subprocess.run([str(MLNB), "serve", "churn@v1", "--registry", str(models["registry"]), "--host", "0.0.0.0",
+                          "--port", str(free_port())], capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2 and "without API keys" in res.stderr
+
+def test_graceful_shutdown_drains_in_flight_requests(models):
+    "SIGTERM while slow requests are in flight: each still gets its answer."
+    recs = records(models["rows"]) * 2
+    port = free_port()
+    env = {**os.environ, "MLNB_API_KEYS": json.dumps(KEYS)}
+    proc = subprocess.Popen([str(MLNB), "serve", "churn@v1", "--registry", str(models["registry"]), "--port", str(port), "--no-log"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200: break
+            except httpx.TransportError: time.sleep(0.1)
+        body = json.dumps(recs[:200]).encode()
+        def slow_body():                                  # the request is in flight for ~1 s
+            for i in range(0, len(body), len(body) // 10 + 1): yield body[i:i + len(body) // 10 + 1]; time.sleep(0.1)
+        with cf.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(httpx.post, f"{url}/predict", content=slow_body(), headers={**APP, "content-type": "application/json"}, timeout=60) for _ in range(4)]
+            time.sleep(0.4)
+            proc.send_signal(signal.SIGTERM)
+            codes = [f.result().status_code for f in futures]
+        assert codes == [200] * 4
+        assert proc.wait(30) in (0, -signal.SIGTERM)     # uvicorn re-raises the signal after draining
+    finally:
+        if proc.poll() is None: proc.kill()
+
+def test_two_workers_follow_the_alias(models, tmp_path):
+    "`--workers 2` with `serve.watch_s`: both workers answer, metrics add up across them, and both follow an alias move."
+    from conftest import write_config
+    registry = tmp_path/"registry"
+    shutil.copytree(models["registry"], registry)
+    set_alias(registry, "churn", "staging", "v1", reason="test")
+    cfg = write_config(tmp_path, serve={"watch_s": 0.3, "log_dir": None}, package={"registry": str(registry)})
+    rec = records(models["rows"].head(1))[0]
+    with running_service("churn@staging", "-c", str(cfg), "--workers", "2", env={"MLNB_API_KEYS": json.dumps(KEYS)}) as url:
+        versions = lambda: {httpx.post(f"{url}/predict", json=rec, headers=APP).json()["version"] for _ in range(40)}   # a new connection each: both workers answer
+        assert versions() == {"v1"}
+        set_alias(registry, "churn", "staging", "v2", reason="test follow")
+        time.sleep(1.5)
+        assert versions() == {"v2"}
+        text = httpx.get(f"{url}/metrics").text
+        assert 'mlnb_requests_total{method="POST",route="/predict",status="200"} 80.0' in text
+
+def test_tls(models, tmp_path):
+    "--ssl-certfile/--ssl-keyfile reach uvicorn: the service answers over HTTPS with that certificate."
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False).sign(key, hashes.SHA256()))
+    (tmp_path/"cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path/"key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with running_service("churn@v1", "--registry", str(models["registry"]), "--no-log", "--ssl-certfile", str(tmp_path/"cert.pem"),
+                         "--ssl-keyfile", str(tmp_path/"key.pem"), env={"MLNB_API_KEYS": json.dumps(KEYS)}) as url:
+        assert url.startswith("https://")
+        r = httpx.post(f"{url}/predict", json=records(models["rows"].head(1))[0], headers=APP, verify=str(tmp_path/"cert.pem"))
+        assert r.status_code == 200 and r.json()["version"] == "v1"
+
+def test_unseen_category_policy_reject(models):
+    "With unseen_categories=reject the schema lists each column's categories: an unseen one is a 422 naming the column."
+    from starlette.testclient import TestClient
+    from mlnb.serve import ServeSettings, create_app
+    os.environ["MLNB_TEST_SERVE_KEYS"] = json.dumps(KEYS)
+    app = create_app(ServeSettings("churn@v1", str(models["registry"]), keys_env="MLNB_TEST_SERVE_KEYS", unseen_categories="reject"))
+    rec = records(models["rows"].head(1))[0]
+    with TestClient(app) as c:
+        assert c.post("/predict", json={**rec, "plan": "basic"}, headers=APP).status_code == 200
+        r = c.post("/predict", json={**rec, "plan": "platinum"}, headers=APP)
+        assert r.status_code == 422 and "plan" in r.text
+        assert c.post("/predict", json={**rec, "plan": None}, headers=APP).status_code == 200        # missing stays allowed
