@@ -196,10 +196,14 @@ class TuneCfg(Strict):
     storage: str|None = None                    # null: SQLite in the run folder (a re-run resumes the study); a database URL
                                                 # (postgresql://user@host/db) lets several workers share one study
 
+    @field_validator("n_trials", "timeout_s")
+    @classmethod
+    def _not_zero(cls, v):
+        if v == 0: raise ValueError("a zero tuning budget runs no trial: set it >= 1 trial or > 0 seconds (null = no limit of that kind)")
+        return v
+
     @model_validator(mode="after")
     def _budget(self):
-        if self.n_trials == 0 or self.timeout_s == 0:
-            raise ValueError("a zero tuning budget runs no trial: set tune.n_trials >= 1 and/or tune.timeout_s > 0 (null = no limit of that kind)")
         if self.n_trials is None and self.timeout_s is None:
             raise ValueError("tune.n_trials and tune.timeout_s are both null, so the search would never end: set at least one")
         return self

@@ -16,21 +16,32 @@ from .train import (check_training_data, curves, fit_lgbm, lgb_params, load_xy, 
 from .steps import open_step
 
 # %% auto #0
-__all__ = ['SPACE', 'DEFAULT_GRID', 'suggest_params', 'make_sampler', 'pruning_callback', 'open_study', 'tune', 'trials_frame',
-           'plot_history', 'param_importance', 'plot_importance', 'study_storage', 'study_name', 'run_tune']
+__all__ = ['SPACE', 'DEFAULT_GRID', 'search_space', 'starting_point', 'suggest_params', 'make_sampler', 'pruning_callback',
+           'open_study', 'tune', 'trials_frame', 'plot_history', 'param_importance', 'plot_importance', 'study_storage',
+           'study_name', 'run_tune']
 
 # %% ../nbs/04_tune.ipynb #7c513b8f
 SPACE = dict(num_leaves=("int", 8, 128, True), learning_rate=("float", 0.01, 0.3, True), min_child_samples=("int", 5, 200, True),
              feature_fraction=("float", 0.5, 1.0, False), lambda_l2=("float", 1e-3, 10.0, True))   # name -> (type, low, high, log)
 DEFAULT_GRID = dict(num_leaves=[15, 31, 63], learning_rate=[0.03, 0.1])
 
+def search_space(n_rows:int)->dict:
+    "`SPACE` fitted to the data: a leaf never needs more than a tenth of the training rows."
+    kind, lo, hi, log = SPACE["min_child_samples"]
+    return {**SPACE, "min_child_samples": (kind, lo, max(lo + 1, min(hi, n_rows // 10)), log)}
+
+def starting_point(base:dict, space:dict=SPACE)->dict:
+    "The configured `train` parameters as a first trial, each clipped into the search range."
+    return {k: (int if kind == "int" else float)(min(max(base[k], lo), hi)) for k, (kind, lo, hi, _) in space.items() if k in base}
+
 def suggest_params(trial:optuna.Trial, base:dict,
-                   grid:dict[str,list]|None=None   # grid sampler: the values of each searched parameter
+                   grid:dict[str,list]|None=None,  # grid sampler: the values of each searched parameter
+                   space:dict=SPACE                # search ranges (see `search_space`)
                   )->dict:
     "Training parameters for one trial: `base` with the searched ones replaced."
     if grid: return {**base, **{k: (int if SPACE[k][0] == "int" else float)(trial.suggest_categorical(k, list(v))) for k, v in grid.items()}}
     return {**base, **{k: (trial.suggest_int if kind == "int" else trial.suggest_float)(k, lo, hi, log=log)
-                       for k, (kind, lo, hi, log) in SPACE.items()}}
+                       for k, (kind, lo, hi, log) in space.items()}}
 
 def make_sampler(name:str, seed:int, grid:dict|None=None)->optuna.samplers.BaseSampler:
     "A seeded Optuna sampler: tpe, random or grid."
@@ -79,7 +90,7 @@ def tune(X, y, Xv, yv, task:str, base:dict, features:list[str], categorical:list
     weight = sample_weights(y, task, imbalance)
     def objective(trial):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")   # who ran it, in a shared study
-        params = lgb_params(suggest_params(trial, base, grid if sampler == "grid" else None), task, n_classes, seed, imbalance, metric)
+        params = lgb_params(suggest_params(trial, base, grid if sampler == "grid" else None, space), task, n_classes, seed, imbalance, metric)
         booster, _ = fit_lgbm(X, y, params, features, categorical, rounds, valid={"valid": (Xv, yv)}, patience=patience, weight=weight,
                               callbacks=[pruning_callback(trial, maximize)] if pruning else [])
         trial.set_user_attr("rounds", booster.best_iteration)
@@ -91,6 +102,8 @@ def tune(X, y, Xv, yv, task:str, base:dict, features:list[str], categorical:list
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20) if pruning else optuna.pruners.NopPruner()
     study = open_study(name, storage, "maximize" if maximize else "minimize", make_sampler(sampler, seed, grid), pruner)
+    space = search_space(len(y))
+    if sampler != "grid" and not study.trials: study.enqueue_trial(starting_point(base, space))
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     left = None if n_trials is None else n_trials - len(study.get_trials(deepcopy=False, states=finished))
     if left is None or left > 0:
@@ -122,7 +135,8 @@ def plot_history(trials:pl.DataFrame, metric:str, maximize:bool):
 def param_importance(study:optuna.Study)->pl.DataFrame:
     "Importance of each searched parameter (fANOVA, sums to 1); empty with fewer than two completed trials."
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(done) < 2 or len({tuple(t.params.items()) for t in done}) < 2: return pl.DataFrame(schema=dict(parameter=pl.String, importance=pl.Float64))
+    if len(done) < 2 or len({tuple(t.params.items()) for t in done}) < 2 or len({t.value for t in done}) < 2:   # nothing to attribute
+        return pl.DataFrame(schema=dict(parameter=pl.String, importance=pl.Float64))
     imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     return pl.DataFrame(dict(parameter=list(imp), importance=[float(v) for v in imp.values()]))
 

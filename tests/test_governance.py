@@ -33,7 +33,7 @@ def test_reproduce_is_byte_identical(first_run, project, cli, tmp_path):
     res = cli("reproduce", "churn", "v1", "--runs-dir", tmp_path/"runs", cwd=project, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "reproduced byte for byte" in res.stdout
-    out = json.loads(res.stdout[:res.stdout.rindex("}") + 1])
+    out = json.loads(res.stdout[res.stdout.index("{\n"):res.stdout.rindex("}") + 1])
     assert out["identical"] and out["registered_sha256"] == out["reproduced_sha256"]
     rec = json.loads((tmp_path/"runs"/out["run_id"]/"run.json").read_text())
     assert rec["steps"]["00_data"]["summary"]["reused"] is True, "the recorded snapshot is reused, not re-collected"

@@ -38,7 +38,8 @@ def test_run_outputs(first_run, project):
     meta = json.loads((version/"metadata.json").read_text())
     assert meta["run_id"] == "first" and meta["data"]["sha256"] == manifest["sha256"] and meta["features"]
     deploy = json.loads((run_dir/"07_deploy"/"deploy.json").read_text())
-    assert deploy["smoke"]["checks"] == {"health": True, "parity": True, "rejects_bad_input": True}
+    assert deploy["smoke"]["checks"] == dict.fromkeys(("health", "ready", "unauthorized", "forbidden", "parity", "rejects_bad_input"), True)
+    assert deploy["smoke"]["logged_rows"] == deploy["smoke"]["rows"] > 0
 
 def test_cached_rerun_reuses_every_step(first_run, project, cli):
     _, _, _, cold = first_run
