@@ -95,6 +95,8 @@ class DataCfg(Strict):
     previous_manifest: str|None = None          # incremental collection: the previous snapshot's manifest (default: the store's newest)
     synthetic: Synthetic|None = Field(default_factory=Synthetic)  # null: never generate
     store: str = "data/snapshots"               # content-addressed snapshot store shared by runs
+    encrypt: bool = False                       # snapshots encrypted at rest (AES-256-GCM; key from $MLNB_DATA_KEY or key_file)
+    key_file: str|None = None                   # file holding the data key, outside the repository (used when $MLNB_DATA_KEY is unset)
     snapshot: str|None = None                   # reuse this stored snapshot (id or prefix) instead of collecting (`mlnb reproduce` sets it)
     keep_snapshots: int = Field(20, ge=1)       # retention: newest snapshots kept (plus any a model was trained on)
 
@@ -285,6 +287,10 @@ class ServeCfg(Strict):
     ssl_keyfile: str|None = None
     chunk_rows: int = Field(50_000, ge=1)       # batch scoring: rows per chunk
     watch_s: float = Field(0.0, ge=0)           # > 0: every worker follows MODEL@ALIAS, checking this often (POST /admin/reload reaches one worker)
+    encrypt_log: bool = False                   # prediction log encrypted at rest (key from $MLNB_DATA_KEY or data.key_file)
+    log_retention_days: float|None = Field(None, gt=0)  # delete prediction-log files older than this (null: keep all)
+    drift_window: int = Field(5000, ge=0)       # recent request rows compared with the training reference on /metrics (0: off)
+    drift_every_s: float = Field(30.0, ge=0)    # at most one drift computation per this many seconds (on scrape)
 
 class MonitorCfg(Strict):
     "Monitoring and retraining (`mlnb monitor`, `mlnb retrain`): what is checked, and the thresholds that decide."
@@ -422,7 +428,7 @@ def _resolve_paths(cfg:Config, base:Path)->Config:
     cfg.runs_dir, cfg.package.registry, cfg.data.store = absolute(cfg.runs_dir), absolute(cfg.package.registry), absolute(cfg.data.store)
     if cfg.data.synthetic: cfg.data.synthetic.dir = absolute(cfg.data.synthetic.dir)
     if cfg.validation.contract: cfg.validation.contract = absolute(cfg.validation.contract)
-    for section, key in (("data", "pii_salt_file"), ("data", "previous_manifest"), ("monitor", "batch"), ("monitor", "labels"),
+    for section, key in (("data", "pii_salt_file"), ("data", "previous_manifest"), ("data", "key_file"), ("monitor", "batch"), ("monitor", "labels"),
                          ("serve", "log_dir"), ("serve", "keys_file"), ("serve", "ssl_certfile"), ("serve", "ssl_keyfile")):
         part = getattr(cfg, section)
         if getattr(part, key, None): setattr(part, key, absolute(getattr(part, key)))

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 import numpy as np
 import polars as pl
-from .security import read_secret
+from .security import data_key, read_secret, save_frame
 from .core import MlnbError, atomic_path, load_json, save_json, sha256_file
 from .config import Source, Synthetic
 from .steps import open_step
@@ -420,13 +420,14 @@ def protect_pii(df:pl.DataFrame,         # collected data
 def save_snapshot(df:pl.DataFrame,            # the collected, PII-protected frame
                   path:str|Path,              # where the Parquet file goes; manifest.json is written beside it
                   sources:list[dict],         # the records from `collect_sources`
-                  pii:dict|None=None          # {"mode": "drop"|"pseudonymise", "columns": [...]}
+                  pii:dict|None=None,         # {"mode": "drop"|"pseudonymise", "columns": [...]}
+                  key:bytes|None=None         # data key: the file is encrypted at rest (deterministically: same data, same id)
                  )->dict:                     # the manifest
     "Write `df` as a Parquet snapshot plus `manifest.json` beside it; return the manifest."
     path, pii = Path(path), pii or {"mode": "drop", "columns": []}
-    with atomic_path(path) as tmp: df.write_parquet(tmp, compression="zstd", statistics=True)
+    save_frame(df, path, encrypt=key is not None, key=key, deterministic=True)
     sha = sha256_file(path)
-    manifest = dict(id=sha[:12], sha256=sha, rows=df.height, columns={c: str(t) for c, t in df.schema.items()},
+    manifest = dict(id=sha[:12], sha256=sha, encrypted=key is not None, rows=df.height, columns={c: str(t) for c, t in df.schema.items()},
                     pii=pii, pii_dropped=list(pii["columns"]) if pii["mode"] == "drop" else [], sources=sources)
     save_json(manifest, path.with_name("manifest.json"))
     return manifest
@@ -476,7 +477,8 @@ def run_data(config_path:str|None=None, # pipeline config (the runner passes the
     salt = pii_salt(data.pii_salt_file) if mode == "pseudonymise" and pii else None
     df = protect_pii(df, pii, mode, salt)
     if data.id_column in df.columns: df = df.sort(data.id_column)
-    manifest = save_snapshot(df, run.output("snapshot.parquet"), records, {"mode": mode, "columns": pii})
+    key = data_key(file=data.key_file) if data.encrypt else None
+    manifest = save_snapshot(df, run.output("snapshot.parquet"), records, {"mode": mode, "columns": pii}, key)
     stored = store.put(run.output("snapshot.parquet"), manifest)
     pruned = prune(store, data.keep_snapshots, referenced_snapshots(run.cfg.package.registry))
     run.log_metrics(rows=df.height, columns=df.width)

@@ -12,13 +12,14 @@ from .core import MlnbError, atomic_path, load_json, save_json
 from .config import METRICS, EvaluateCfg
 from .train import load_xy, predict, predict_baseline, primary_metric, score
 from .steps import open_step
+from .security import is_encrypted, load_frame
 
 # %% auto #0
 __all__ = ['DIRECTIONS', 'higher_is_better', 'weighted_metrics', 'bootstrap', 'choose_threshold', 'at_threshold', 'decide',
            'diagnostic_plots', 'class_report', 'gap_table', 'slice_labels', 'slice_metrics', 'fairness',
-           'check_columns', 'evaluation_rows', 'contributions', 'importance', 'shap_check', 'plot_shap',
-           'plot_dependence', 'explain_rows', 'bound_gate', 'bar', 'verdict', 'champion_score', 'all_gates',
-           'model_card', 'run_evaluate']
+           'check_columns', 'scan_snapshot', 'evaluation_rows', 'contributions', 'importance', 'shap_check',
+           'plot_shap', 'plot_dependence', 'explain_rows', 'bound_gate', 'bar', 'verdict', 'champion_score',
+           'all_gates', 'model_card', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #88c8d932
 DIRECTIONS = {**METRICS, "dp_diff": "minimize", "eo_diff": "minimize"}
@@ -240,6 +241,10 @@ def check_columns(ev:EvaluateCfg,       # the evaluate section
             raise MlnbError(f"{key} names '{name}', which {why}" + (f" (did you mean '{close[0]}'?)" if close else ""), where=where,
                             fix=f"use one of: {', '.join(available)}" + ("; or keep PII as a keyed hash with data.pii_mode: pseudonymise" if name in pii else ""))
 
+def scan_snapshot(path, key_file=None)->pl.LazyFrame:
+    "The snapshot, lazily (decrypted into memory first when it is encrypted at rest)."
+    return load_frame(path, key_file=key_file).lazy() if is_encrypted(path) else pl.scan_parquet(path)
+
 def evaluation_rows(test:pl.DataFrame,      # the test split's rows
                     snapshot:pl.LazyFrame,  # the snapshot they were split from
                     ev:EvaluateCfg, data    # the evaluate and data sections
@@ -428,7 +433,7 @@ def run_evaluate(config_path:str|None=None, run_dir:str|None=None)->dict:
     from mlnb.registry import environment
     run = open_step("05_evaluate", config_path, run_dir)
     cfg, ev = run.cfg, run.cfg.evaluate
-    rows = evaluation_rows(pl.read_parquet(run.input("02_features", "test.parquet")), pl.scan_parquet(run.input("00_data", "snapshot.parquet")), ev, cfg.data)
+    rows = evaluation_rows(pl.read_parquet(run.input("02_features", "test.parquet")), scan_snapshot(run.input("00_data", "snapshot.parquet"), cfg.data.key_file), ev, cfg.data)
     X, y, pre, info = load_xy(run, "test")
     task, classes = info["task"], info["classes"]
     metric = primary_metric(task, cfg.problem.metric)

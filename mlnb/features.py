@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 from .core import MlnbError, atomic_path, load_json, save_json
 from .steps import open_step
+from .security import load_frame
 
 # %% auto #0
 __all__ = ['RARE', 'NUMERIC', 'LEGACY', 'SPLITS', 'SPLIT', 'feature_version', 'float_literals', 'derived_exprs', 'fit_categories',
@@ -47,9 +48,9 @@ RARE = "__rare__"
 
 def fit_categories(df:pl.DataFrame|pl.LazyFrame, columns:list[str], min_count:int=1)->dict[str,list[str]]:
     "Each column's categories, most frequent first; those seen fewer than `min_count` times become `__rare__`."
-    out = {}
-    for c in columns:
-        counts = df.lazy().group_by(c).len().drop_nulls().sort(["len", c], descending=[True, False]).collect()
+    out, lf = {}, df.lazy()
+    counted = pl.collect_all([lf.group_by(c).len().drop_nulls().sort(["len", c], descending=[True, False]) for c in columns])  # in parallel
+    for c, counts in zip(columns, counted):
         frequent = counts.filter(pl.col("len") >= min_count)[c].to_list()
         out[c] = frequent + ([RARE] if len(frequent) < counts.height else [])
     return out
@@ -328,7 +329,7 @@ def run_features(config_path:str|None=None, run_dir:str|None=None)->dict:
     "Step 02: split the snapshot, fit the preprocessing on train, save splits, manifest and preprocessing."
     run = open_step("02_features", config_path, run_dir)
     cfg, data, opt = run.cfg, run.cfg.data, run.cfg.features
-    df = pl.read_parquet(run.input("00_data", "snapshot.parquet"))
+    df = load_frame(run.input("00_data", "snapshot.parquet"), key_file=data.key_file)   # decrypted in memory if encrypted at rest
     if df[data.target].null_count():
         raise MlnbError(f"the target '{data.target}' has {df[data.target].null_count()} missing values", where="step 02_features",
                         fix="drop or label those rows; step 01_validate should have caught this.")

@@ -121,10 +121,12 @@ def data_key(env:str=DATA_KEY_ENV,            # environment variable holding the
 MAGIC = b"MLNBENC1"
 _NONCE, _TAG = 12, 16
 
-def encrypt_bytes(data:bytes, key:bytes)->bytes:
+def encrypt_bytes(data:bytes, key:bytes,
+                  deterministic:bool=False  # nonce from HMAC(key, data): the same data gives the same bytes (content addressing)
+                 )->bytes:
     "MAGIC + nonce + AES-256-GCM ciphertext and tag of `data`."
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    nonce = os.urandom(_NONCE)
+    nonce = hmac.new(key, bytes(data), hashlib.sha256).digest()[:_NONCE] if deterministic else os.urandom(_NONCE)
     return MAGIC + nonce + AESGCM(key).encrypt(nonce, bytes(data), MAGIC)
 
 def decrypt_bytes(blob:bytes, key:bytes, where:str="encrypted data")->bytes:
@@ -142,10 +144,10 @@ def is_encrypted(path:str|Path)->bool:
     "Whether the file starts with the mlnb encryption header."
     with open(path, "rb") as f: return f.read(len(MAGIC)) == MAGIC
 
-def write_encrypted(path:str|Path, data:bytes, key:bytes|None=None)->Path:
+def write_encrypted(path:str|Path, data:bytes, key:bytes|None=None, deterministic:bool=False)->Path:
     "Encrypt `data` into `path` atomically (key: the data key from the environment when None)."
     from mlnb.core import atomic_path
-    blob = encrypt_bytes(data, key if key is not None else data_key())
+    blob = encrypt_bytes(data, key if key is not None else data_key(), deterministic)
     with atomic_path(path) as tmp: tmp.write_bytes(blob)
     return Path(path)
 
@@ -162,21 +164,24 @@ def read_encrypted(path:str|Path, key:bytes|None=None,
     return decrypt_bytes(blob, key if key is not None else data_key(), where=str(path))
 
 # %% ../nbs/17_security.ipynb #ae287669
-def save_frame(df, path:str|Path, encrypt:bool=False, key:bytes|None=None)->Path:
+def save_frame(df, path:str|Path, encrypt:bool=False, key:bytes|None=None, deterministic:bool=False)->Path:
     "Write a polars frame as Parquet (zstd), atomically; sealed with the data key when `encrypt`."
     import io
     from mlnb.core import atomic_path
     if not encrypt:
-        with atomic_path(path) as tmp: df.write_parquet(tmp, compression="zstd")
+        with atomic_path(path) as tmp: df.write_parquet(tmp, compression="zstd", statistics=True)
         return Path(path)
-    buf = io.BytesIO(); df.write_parquet(buf, compression="zstd")
-    return write_encrypted(path, buf.getvalue(), key)
+    buf = io.BytesIO(); df.write_parquet(buf, compression="zstd", statistics=True)
+    return write_encrypted(path, buf.getvalue(), key, deterministic)
 
-def load_frame(path:str|Path, key:bytes|None=None):
+def load_frame(path:str|Path, key:bytes|None=None,
+               key_file:str|Path|None=None   # where the data key is when `key` is None and $MLNB_DATA_KEY is unset
+              ):
     "A Parquet file as a polars frame, decrypted first if it is encrypted."
     import io, polars as pl
     if not Path(path).is_file(): raise MlnbError("file not found", where=str(path))
-    return pl.read_parquet(io.BytesIO(read_encrypted(path, key))) if is_encrypted(path) else pl.read_parquet(path)
+    if not is_encrypted(path): return pl.read_parquet(path)
+    return pl.read_parquet(io.BytesIO(read_encrypted(path, key if key is not None else data_key(file=key_file))))
 
 # %% ../nbs/17_security.ipynb #2b95a966
 def _forms(value:str)->list[bytes]:

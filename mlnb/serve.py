@@ -6,8 +6,8 @@
 __all__ = ['FEATURE_ERRORS', 'polars_dtype', 'field_type', 'unseen_policy', 'record_type', 'Unsupported', 'Dec', 'compile_expr',
            'RecordEncoder', 'probe_rows', 'check_encoder', 'raw_predict', 'predict_matrix', 'predict_frame',
            'explain_matrix', 'Served', 'PredictionLog', 'ServeSettings', 'is_loopback', 'load_keys', 'Metrics',
-           'create_app', 'Timed', 'read_batches', 'score_batches', 'write_frames', 'score_file', 'app_from_env',
-           'serve', 'free_port', 'running_service', 'smoke_test', 'run_deploy']
+           'DriftWatch', 'create_app', 'Timed', 'read_batches', 'score_batches', 'write_frames', 'score_file',
+           'app_from_env', 'serve', 'free_port', 'running_service', 'smoke_test', 'run_deploy']
 
 # %% ../nbs/07_deploy.ipynb #8b94ba41
 import asyncio, collections, contextlib, datetime as dt, gc, ipaddress, json, logging, math, os, secrets, shutil, socket, subprocess, sys, tempfile, threading, time
@@ -19,6 +19,7 @@ import polars as pl
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 from .core import MlnbError, atomic_path, load_json, save_json
+from .security import data_key, load_frame, save_frame
 from .features import RARE, Preprocessor, derived_exprs
 from .registry import ModelPackage, read_aliases, resolve, set_alias
 from .steps import open_step
@@ -210,7 +211,9 @@ def predict_matrix(package:ModelPackage, X:np.ndarray)->dict[str, list]:
     "`prediction`, plus `probability` (binary) or `probabilities` (multiclass), for a feature matrix, as lists."
     p, classes = raw_predict(package, X), package.classes
     if package.task == "regression": return dict(prediction=p.tolist())
-    if package.task == "binary": probability = p.tolist(); return dict(prediction=[classes[v >= 0.5] for v in probability], probability=probability)
+    if package.task == "binary":   # the decision threshold step 05 chose (0.5 when none is recorded), as ModelPackage.predict
+        probability, t = p.tolist(), package.threshold
+        return dict(prediction=[classes[v >= t] for v in probability], probability=probability)
     return dict(prediction=[classes[i] for i in p.argmax(1).tolist()] if len(p) else [], probabilities=p.tolist())
 
 def predict_frame(package:ModelPackage, X:np.ndarray)->pl.DataFrame:
@@ -218,7 +221,7 @@ def predict_frame(package:ModelPackage, X:np.ndarray)->pl.DataFrame:
     p = raw_predict(package, X)
     if package.task == "regression": return pl.DataFrame({"prediction": p})
     classes = pl.Series(package.classes)
-    if package.task == "binary": return pl.DataFrame([classes.gather((p >= 0.5).astype(np.uint32)).alias("prediction"), pl.Series("probability", p)])
+    if package.task == "binary": return pl.DataFrame([classes.gather((p >= package.threshold).astype(np.uint32)).alias("prediction"), pl.Series("probability", p)])
     return pl.DataFrame([classes.gather(p.argmax(1).astype(np.uint32)).alias("prediction"), pl.Series("probabilities", p.tolist() if len(p) else [], dtype=pl.List(pl.Float64))])
 
 def explain_matrix(package:ModelPackage, X:np.ndarray)->dict:
@@ -252,8 +255,11 @@ class Served:
 # %% ../nbs/07_deploy.ipynb #eaabc1a6
 class PredictionLog:
     "Batched Parquet log of predictions, written off the request path."
-    def __init__(self, folder:str|Path, schema:dict, pii:list[str]=(), batch_rows:int=1000, seconds:float=5.0):
-        self.folder, self.batch_rows, self.seconds = Path(folder), batch_rows, seconds
+    def __init__(self, folder:str|Path, schema:dict, pii:list[str]=(), batch_rows:int=1000, seconds:float=5.0,
+                 key:bytes|None=None,             # data key: files are encrypted at rest (`.parquet.enc`)
+                 retention_days:float|None=None): # files older than this are deleted (at start and after each write)
+        self.folder, self.batch_rows, self.seconds, self.key, self.retention_days = Path(folder), batch_rows, seconds, key, retention_days
+        self.prune()
         self.schema = {c: t for c, t in schema.items() if c not in set(pii)}
         self.pending, self.rows, self.files, self._n, self.closed = collections.deque(), 0, 0, 0, False
         self.wake = threading.Event()
@@ -290,15 +296,24 @@ class PredictionLog:
         outs = pl.DataFrame({k: [x for *_, o in pending for x in o[k]] for k in pending[0][5]}, strict=False)
         day = dt.datetime.fromtimestamp(pending[0][0], dt.timezone.utc).strftime("%Y-%m-%d")
         self._n += 1
-        dest = self.folder/pending[0][1]/f"date={day}"/f"{time.strftime('%H%M%S')}-{os.getpid()}-{self._n:06d}.parquet"
-        with atomic_path(dest) as tmp: pl.concat([meta, feats, outs], how="horizontal").write_parquet(tmp)
+        dest = self.folder/pending[0][1]/f"date={day}"/f"{time.strftime('%H%M%S')}-{os.getpid()}-{self._n:06d}.parquet{'.enc' if self.key else ''}"
+        save_frame(pl.concat([meta, feats, outs], how="horizontal"), dest, encrypt=self.key is not None, key=self.key)
         self.files += 1
+        self.prune()
+
+    def prune(self)->int:
+        "Delete log files older than `retention_days`; return how many."
+        if not self.retention_days or not self.folder.is_dir(): return 0
+        cutoff, gone = time.time() - self.retention_days * 86400, 0
+        for f in self.folder.rglob("*.parquet*"):
+            if f.is_file() and f.stat().st_mtime < cutoff: f.unlink(); gone += 1
+        return gone
 
     def close(self):
         "Flush what is queued and stop the writer."
         self.closed = True; self.wake.set(); self.thread.join(30)
 
-# %% ../nbs/07_deploy.ipynb #009ccef3
+# %% ../nbs/07_deploy.ipynb #ea7abde2
 class ServeSettings(NamedTuple):
     "What one service process needs (no secrets)."
     model: str                      # MODEL@ALIAS, MODEL@vN or a version folder
@@ -314,6 +329,11 @@ class ServeSettings(NamedTuple):
     unseen_categories: str = "signature"
     pii: tuple = ()
     watch_seconds: float = 0        # > 0: follow the alias (swap when it moves), checked this often
+    encrypt_log: bool = False       # prediction log encrypted at rest with the data key
+    key_file: str|None = None       # data key file (when $MLNB_DATA_KEY is unset)
+    log_retention_days: float|None = None  # delete prediction-log files older than this
+    drift_window: int = 5000        # recent rows compared with the reference on /metrics (0: off)
+    drift_every_s: float = 30.0     # at most one drift computation per this many seconds
 
 def is_loopback(host:str)->bool:
     "Whether `host` only accepts local connections."
@@ -331,7 +351,7 @@ def load_keys(settings:ServeSettings):
     if ring is None: logging.getLogger("mlnb.serve").warning("no API keys configured: every local caller may predict and reload (loopback only)")
     return ring
 
-# %% ../nbs/07_deploy.ipynb #0f329268
+# %% ../nbs/07_deploy.ipynb #fbfe6464
 class Metrics:
     "The service's Prometheus metrics, in a registry of its own."
     def __init__(self):
@@ -373,7 +393,41 @@ class Metrics:
             return generate_latest(registry)
         return generate_latest(self.registry)
 
-# %% ../nbs/07_deploy.ipynb #fbfe6464
+# %% ../nbs/07_deploy.ipynb #6042497b
+class DriftWatch:
+    "PSI of the recent requests against the package's training reference, as Prometheus gauges."
+    def __init__(self, registry, window:int=5000, every_s:float=30.0, min_rows:int=200):
+        from prometheus_client import Gauge
+        multi = {"multiprocess_mode": "livemax"} if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else {}
+        self.gauge = Gauge("mlnb_drift_psi", "PSI of recent requests against the training reference", ["version", "column"], registry=registry, **multi)
+        self.recent, self.every_s, self.min_rows = collections.deque(maxlen=max(window, 1)), every_s, min_rows
+        self.version, self.reference, self.checked, self.last = None, None, 0.0, {}
+
+    def add(self, package:ModelPackage, rows:list[dict], out:dict):
+        "Remember one request's rows (and predictions) for the next drift check."
+        if package.version != self.version:
+            self.version, self.last = package.version, {}
+            self.recent.clear()
+            ref = package.folder/"reference.json"
+            from mlnb.monitor import load_reference
+            self.reference = load_reference(ref) if ref.is_file() else None
+        if self.reference is None: return
+        pred = (self.reference.get("prediction") or {}).get("column")
+        values = out.get(pred) if pred else None
+        self.recent.extend(rows if values is None else ({**r, pred: v} for r, v in zip(rows, values)))
+
+    def update(self)->dict:
+        "Recompute the gauges if due; return {column: psi}."
+        if self.reference is None or len(self.recent) < self.min_rows or time.monotonic() - self.checked < self.every_s: return self.last
+        from mlnb.config import MonitorCfg
+        from mlnb.monitor import drift_gauges, drift_report
+        batch = pl.DataFrame(list(self.recent), infer_schema_length=None)
+        self.last = drift_gauges(drift_report(self.reference, batch, MonitorCfg(), where="recent requests", version=self.version))
+        self.checked = time.monotonic()
+        for column, psi in self.last.items(): self.gauge.labels(self.version, column).set(psi)
+        return self.last
+
+# %% ../nbs/07_deploy.ipynb #7a37752d
 def _error(status:int, detail):
     from starlette.responses import Response
     return Response(json.dumps({"detail": detail}), status, media_type="application/json")
@@ -406,6 +460,7 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
     Record = record_type(package.signature, unseen)
     one, many = TypeAdapter(Record), TypeAdapter(Annotated[list[Record], Field(min_length=1)])
     ring, metrics, api = load_keys(settings), Metrics(), _openapi(Record, settings.max_batch)
+    drift = DriftWatch(metrics.registry, settings.drift_window, settings.drift_every_s) if settings.drift_window else None
     state = dict(served=None, error=None, log=None, lock=asyncio.Lock())
 
     async def warm(pkg:ModelPackage):
@@ -448,7 +503,8 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
     async def lifespan(app):
         if settings.log_dir:
             schema = {c["name"]: polars_dtype(c["dtype"]) for c in package.signature["inputs"]}
-            state["log"] = PredictionLog(settings.log_dir, schema, list(settings.pii) + list(package.signature.get("pii", [])), settings.log_batch, settings.log_seconds)
+            state["log"] = PredictionLog(settings.log_dir, schema, list(settings.pii) + list(package.signature.get("pii", [])), settings.log_batch, settings.log_seconds,
+                                         data_key(file=settings.key_file) if settings.encrypt_log else None, settings.log_retention_days)
         await warm(package)              # a worker takes connections only once warm (others keep the shared socket busy)
         gc.collect(); gc.freeze()        # the loaded libraries and model leave the collector's scans: less time per request
         watcher = asyncio.create_task(follow()) if settings.watch_seconds and "@" in settings.model else None
@@ -515,6 +571,7 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
         rid = request.headers.get("x-request-id", "")
         rid = rid if 0 < len(rid) <= 64 and rid.replace("-", "").isalnum() else os.urandom(16).hex()     # the caller's id if it is sane, else 128 random bits
         if state["log"]: state["log"].add(s.name, s.version, rid, rows, out)
+        if drift: drift.add(s.package, rows, out)
         metrics.served(s.version, out)
         return Response(json.dumps(dict(model=s.name, version=s.version, request_id=rid, **out)), media_type="application/json")
 
@@ -530,6 +587,7 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
 
     @app.get("/metrics", responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus():
+        if drift: await asyncio.to_thread(drift.update)
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     @app.post("/admin/reload", responses=api["reload"])
@@ -564,7 +622,7 @@ class Timed:
             path = scope["path"]
             self.metrics.observe(path if path in self.routes else "other", scope["method"], status[0], time.perf_counter() - t)
 
-# %% ../nbs/07_deploy.ipynb #7a37752d
+# %% ../nbs/07_deploy.ipynb #93750c94
 def read_batches(package:ModelPackage, src:Path, chunk:int=50_000):
     "Batches of `src` (CSV or Parquet) with the signature's input types."
     if not src.is_file(): raise MlnbError("input file not found", where=str(src))
@@ -615,7 +673,7 @@ def score_file(package:ModelPackage, src:str|Path, dest:str|Path, chunk:int=50_0
         if n == 0 and dest.suffix == ".parquet": pl.DataFrame().write_parquet(tmp)     # an empty input gives an empty, valid file
     return n
 
-# %% ../nbs/07_deploy.ipynb #f2e55514
+# %% ../nbs/07_deploy.ipynb #77a15d34
 def app_from_env():
     "The app of one uvicorn worker, from `$MLNB_SERVE_SETTINGS`."
     s = json.loads(os.environ["MLNB_SERVE_SETTINGS"])
@@ -636,7 +694,7 @@ def serve(settings:ServeSettings, port:int=8000, workers:int=1, ssl_certfile:str
             if own: shutil.rmtree(own, ignore_errors=True)
     else: uvicorn.run(create_app(settings, package), **kw)
 
-# %% ../nbs/07_deploy.ipynb #52196437
+# %% ../nbs/07_deploy.ipynb #99a17b3b
 def free_port(host:str="127.0.0.1")->int:
     "A TCP port that is free on `host` right now."
     with socket.socket() as s: s.bind((host, 0)); return s.getsockname()[1]
@@ -668,7 +726,7 @@ def running_service(model:str|Path, *args:str, host:str="127.0.0.1", port:int|No
         except subprocess.TimeoutExpired: proc.kill(); proc.wait()
         log.close()
 
-# %% ../nbs/07_deploy.ipynb #77a15d34
+# %% ../nbs/07_deploy.ipynb #95699607
 def smoke_test(url:str, package:ModelPackage, rows:pl.DataFrame, keys:dict[str,str])->dict:
     "Check a live service against batch scoring; returns the results, raises on any failure."
     import httpx
@@ -693,7 +751,7 @@ def smoke_test(url:str, package:ModelPackage, rows:pl.DataFrame, keys:dict[str,s
                         fix="see the calls printed above; the model was not promoted.")
     return dict(checks=checks, rows=rows.height)
 
-# %% ../nbs/07_deploy.ipynb #99a17b3b
+# %% ../nbs/07_deploy.ipynb #30f23750
 def run_deploy(config_path:str|None=None, run_dir:str|None=None)->dict:
     "Step 07: batch-score the test split, smoke-test the live service, promote if the gate passed."
     run = open_step("07_deploy", config_path, run_dir)
@@ -712,7 +770,8 @@ def run_deploy(config_path:str|None=None, run_dir:str|None=None)->dict:
         with running_service(f"{model}@{version}", "--registry", str(registry), "-c", str(run.config_path), "--log-dir", log_dir,
                              host=cfg.deploy.host, env={cfg.serve.keys_env: ring}) as url:
             smoke = smoke_test(url, package, test.select(inputs).head(cfg.deploy.smoke_rows), keys)
-        logged = pl.read_parquet(f"{log_dir}/**/*.parquet").height if list(Path(log_dir).rglob("*.parquet")) else 0
+        key = data_key(file=cfg.data.key_file) if cfg.serve.encrypt_log else None          # the log may be encrypted at rest
+        logged = sum(load_frame(f, key).height for f in Path(log_dir).rglob("*.parquet*"))
     smoke["logged_rows"] = logged
     print(f"the prediction log received {logged} rows (flushed at shutdown)")
     gate, alias = load_json(run.input("05_evaluate", "gate.json")), cfg.deploy.alias   # this run's verdict, even if the version was registered before

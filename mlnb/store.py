@@ -82,18 +82,20 @@ def prune(store:SnapshotStore, keep:int, referenced:set[str]=frozenset())->list[
     return doomed
 
 # %% ../nbs/16_store.ipynb #9aeafd7d
-def erase_rows(path:str|Path, column:str, values:list)->int:
-    "Rewrite the Parquet file at `path` without the rows whose `column` is in `values`; return how many went."
+def erase_rows(path:str|Path, column:str, values:list,
+               key_file:str|Path|None=None   # data key file, for files encrypted at rest (else $MLNB_DATA_KEY)
+              )->int:
+    "Rewrite the Parquet file at `path` (encrypted or not) without the rows whose `column` is in `values`; return how many went."
+    from mlnb.security import data_key, is_encrypted, load_frame, save_frame
     path = Path(path)
-    schema = pl.read_parquet_schema(path)
+    sealed = is_encrypted(path)
+    key = data_key(file=key_file) if sealed else None
+    df = load_frame(path, key) if sealed else None
+    schema = df.schema if sealed else pl.read_parquet_schema(path)
     if column not in schema: return 0
-    keep = pl.col(column).is_in(pl.Series(values).cast(schema[column], strict=False)).not_()
-    df = pl.read_parquet(path)
-    kept = df.filter(keep.fill_null(True))
-    gone = df.height - kept.height
-    if gone:
-        from mlnb.core import atomic_path
-        with atomic_path(path) as tmp: kept.write_parquet(tmp, compression="zstd", statistics=True)
+    df = df if sealed else pl.read_parquet(path)
+    kept = df.filter(pl.col(column).is_in(pl.Series(values).cast(schema[column], strict=False)).not_().fill_null(True))
+    if gone := df.height - kept.height: save_frame(kept, path, encrypt=sealed, key=key, deterministic=True)
     return gone
 
 def erase(store:SnapshotStore,             # the snapshot store
@@ -101,7 +103,8 @@ def erase(store:SnapshotStore,             # the snapshot store
           values:list,                     # the subjects' ids
           folders:list[str|Path]=(),       # also rewrite every *.parquet below these (runs/, prediction logs)
           reason:str="",                   # e.g. the request's ticket number
-          actor:str|None=None              # who asked (default: $MLNB_USER or the OS user)
+          actor:str|None=None,             # who asked (default: $MLNB_USER or the OS user)
+          key_file:str|Path|None=None      # data key file for encrypted snapshots and logs (else $MLNB_DATA_KEY)
          )->dict:
     "Remove a subject's rows from snapshots and other Parquet files, and record the erasure."
     import getpass
@@ -109,14 +112,14 @@ def erase(store:SnapshotStore,             # the snapshot store
     files = {}
     for sid in store.ids():
         path = store.root/sid/"snapshot.parquet"
-        if n := erase_rows(path, column, values):
+        if n := erase_rows(path, column, values, key_file):
             m = load_json(store.root/sid/"manifest.json")
             m.update(rows=m["rows"] - n, sha256=sha256_file(path), erasures=m.get("erasures", 0) + 1)
             save_json(m, store.root/sid/"manifest.json")
             files[str(path)] = n
     for folder in folders:
-        for path in sorted(Path(folder).rglob("*.parquet")) if Path(folder).is_dir() else []:
-            if n := erase_rows(path, column, values): files[str(path)] = n
+        for path in sorted(p for p in Path(folder).rglob("*.parquet*") if p.suffix in (".parquet", ".enc")) if Path(folder).is_dir() else []:
+            if n := erase_rows(path, column, values, key_file): files[str(path)] = n
     entry = dict(time=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                  actor=actor or os.environ.get("MLNB_USER") or getpass.getuser(), column=column, subjects=len(values),
                  rows=sum(files.values()), files=files, reason=reason)

@@ -16,6 +16,7 @@ from .core import MlnbError, atomic_path, sha256_file
 from .config import DataCfg, ValidateCfg, _yaml_line
 from .features import infer_task
 from .steps import open_step
+from .security import load_frame
 
 # %% auto #0
 __all__ = ['CHECKS', 'REPORT_SCHEMA', 'HEADER', 'check_structure', 'check_values', 'infer_contract', 'polars_dtype',
@@ -542,8 +543,8 @@ def run_validate(config_path:str|None=None, run_dir:str|None=None)->dict:
     "Step 01: validate the snapshot against the data contract and quality checks; record the report; fail on any error."
     run = open_step("01_validate", config_path, run_dir)
     snapshot = run.input("00_data", "snapshot.parquet")
-    df = pl.read_parquet(snapshot)
     data, rules = run.cfg.data, run.cfg.validation
+    df = load_frame(snapshot, key_file=data.key_file)         # decrypted in memory if encrypted at rest
     contract, path, inferred = reference_contract(df, data, rules)
     save_contract(contract, run.output("contract.yaml"), source=f"the contract run {run.run_dir.name} used")
     report = validate_snapshot(df, data, rules, contract)

@@ -2,18 +2,19 @@
 (the synthetic generator's `drift` setting), `mlnb monitor` detects it in the prediction log, `mlnb retrain`
 trains a challenger on fresh data, promotes it because it beats the champion on the labelled requests, and the
 running service swaps to it. Afterwards no secret and no raw PII value is found in anything mlnb wrote."""
-import json, shutil, time
+import json, re, shutil, time
 from pathlib import Path
 import httpx, polars as pl
 from conftest import write_config
 from mlnb.config import Synthetic, load_config
 from mlnb.data import collect_sources, write_churn_sources
-from mlnb.security import scan_for_secrets
+from mlnb.security import is_encrypted, new_data_key, scan_for_secrets
 from mlnb.serve import running_service
 
 SALT = "pii-salt-6b1f0c9e2d"
+DATA_KEY = new_data_key()
 KEYS = {"app": {"key": "key-app-5c7e1a9b3d", "roles": ["predict"]}, "ops": {"key": "key-ops-8f2d4b6a0c", "roles": ["predict", "admin"]}}
-ENV = {"MLNB_PII_SALT": SALT, "MLNB_API_KEYS": json.dumps(KEYS), "MLNB_USER": "lifecycle-test"}
+ENV = {"MLNB_PII_SALT": SALT, "MLNB_API_KEYS": json.dumps(KEYS), "MLNB_USER": "lifecycle-test", "MLNB_DATA_KEY": DATA_KEY}
 APP, OPS = {"x-api-key": KEYS["app"]["key"]}, {"x-api-key": KEYS["ops"]["key"]}
 
 def drifted_traffic(config: Path, folder: Path, rows: int, seed: int) -> pl.DataFrame:
@@ -25,8 +26,9 @@ def drifted_traffic(config: Path, folder: Path, rows: int, seed: int) -> pl.Data
     return collect_sources(sources)[0]
 
 def test_drift_detected_retrained_promoted_served(cli, tmp_path):
-    config = write_config(tmp_path, data={"pii_mode": "pseudonymise"}, validate={"contract": None},
-                          serve={"log_seconds": 0.5}, monitor={"labels": "labels.parquet", "min_rows": 200, "max_model_age_days": None})
+    config = write_config(tmp_path, data={"pii_mode": "pseudonymise", "encrypt": True}, validate={"contract": None},
+                          serve={"log_seconds": 0.5, "encrypt_log": True, "log_retention_days": 30},
+                          monitor={"labels": "labels.parquet", "min_rows": 200, "max_model_age_days": None})
     first = cli("run", "--run-id", "first", cwd=tmp_path, env=ENV)
     assert first.returncode == 0, first.stdout + first.stderr
     assert json.loads((tmp_path/"registry"/"churn"/"aliases.json").read_text()) == {"production": "v1"}
@@ -38,6 +40,8 @@ def test_drift_detected_retrained_promoted_served(cli, tmp_path):
             ids = [h.post("/predict", json=rec).raise_for_status().json()["request_id"] for rec in json.loads(traffic.select(inputs).write_json())]
         pl.DataFrame({"request_id": ids, "label": traffic["churned"]}).write_parquet(tmp_path/"labels.parquet")
         time.sleep(2)   # the prediction log is written off the request path, every 0.5 s here
+        gauges = dict(re.findall(r'^mlnb_drift_psi\{column="(\w+)",version="v1"\} (\S+)$', httpx.get(f"{url}/metrics").text, re.M))
+        assert float(gauges["monthly_charges"]) > 0.25 and float(gauges["tenure_days"]) < 0.1, gauges   # live drift gauges on /metrics
 
         mon = cli("monitor", cwd=tmp_path, env=ENV)
         assert mon.returncode == 0, mon.stdout + mon.stderr
@@ -60,9 +64,13 @@ def test_drift_detected_retrained_promoted_served(cli, tmp_path):
         r = httpx.post(f"{url}/predict", json=json.loads(traffic.select(inputs).head(1).write_json())[0], headers=APP)
         assert r.status_code == 200 and r.json()["version"] == "v2"
 
+    # snapshots and the prediction log are encrypted at rest
+    assert all(is_encrypted(p) for p in (tmp_path/"data"/"snapshots").glob("*/snapshot.parquet")) and len(list((tmp_path/"data"/"snapshots").glob("*/"))) >= 2
+    logged = list((tmp_path/"predictions").rglob("*.parquet*"))
+    assert logged and all(p.name.endswith(".parquet.enc") and is_encrypted(p) for p in logged)
     # nothing mlnb wrote holds a secret or a raw PII value (the raw sources themselves are the user's data)
     raw = traffic.select("email", "phone").head(200)     # the same id-based values as the training sources
-    secrets = [SALT, *(k["key"] for k in KEYS.values())]
+    secrets = [SALT, DATA_KEY, *(k["key"] for k in KEYS.values())]
     pii = raw["email"].to_list() + raw["phone"].to_list()
     for folder in ("runs", "registry", "predictions", "data/snapshots"):
         assert (tmp_path/folder).is_dir(), folder
