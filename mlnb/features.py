@@ -330,6 +330,8 @@ def run_features(config_path:str|None=None, run_dir:str|None=None)->dict:
     run = open_step("02_features", config_path, run_dir)
     cfg, data, opt = run.cfg, run.cfg.data, run.cfg.features
     df = load_frame(run.input("00_data", "snapshot.parquet"), key_file=data.key_file)   # decrypted in memory if encrypted at rest
+    from mlnb.evaluate import check_columns                  # step 05's slices and sensitive columns must exist: say so before training
+    check_columns(cfg.evaluate, df.columns, data.target, data.pii if data.pii_mode == "drop" else [], where=f"snapshot {run.input('00_data', 'snapshot.parquet')}")
     if df[data.target].null_count():
         raise MlnbError(f"the target '{data.target}' has {df[data.target].null_count()} missing values", where="step 02_features",
                         fix="drop or label those rows; step 01_validate should have caught this.")

@@ -38,7 +38,7 @@ _SPLITS = ("02_features/train.parquet", "02_features/valid.parquet", "02_feature
 STEPS = (
     Step("00_data",     "data",     "run_data",     (),                                        ("data",), external="mlnb.data.source_digests"),
     Step("01_validate", "validate", "run_validate", ("00_data/snapshot.parquet",),             ("data", "validate"), external="mlnb.validate.contract_digest"),
-    Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "problem.task")),
+    Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "problem.task", "evaluate.slices", "evaluate.sensitive")),
     Step("03_train",    "train",    "run_train",    _SPLITS,                                   ("seed", "data", "problem", "train")),
     Step("04_tune",     "tune",     "run_tune",     _SPLITS,                                   ("seed", "data", "problem", "train", "tune")),
     Step("05_evaluate", "evaluate", "run_evaluate", ("00_data/manifest.json", "00_data/snapshot.parquet", "02_features/test.parquet", *_SPLITS, "03_train/baselines.json", "04_tune/model.txt"),

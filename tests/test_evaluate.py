@@ -123,8 +123,9 @@ def test_pipeline_with_slices_fairness_and_a_champion(cli, tmp_path):
     champ = json.loads((tmp_path/"runs"/"ev3"/"05_evaluate"/"gate.json").read_text())["gates"]["champion"]
     assert champ["version"] == version and champ["passed"] and champ["value"] == pytest.approx(gate["model"], abs=1e-12)
 
-    # the same run with a sensitive attribute that is not a column: a clear error naming it, before anything is computed
-    res = cli("run", "--steps", "05", "--run-id", "ev2", "-p", "evaluate.sensitive=[regoin]", cwd=tmp_path)
+    # the same run with a sensitive attribute that is not a column: a clear error naming it, in step 02, before training
+    res = cli("run", "--run-id", "ev2", "-p", "evaluate.sensitive=[regoin]", cwd=tmp_path)
     assert res.returncode == 1
-    assert "evaluate.sensitive names 'regoin', which is not a column of the data (did you mean 'region'?)" in res.stdout
-    assert not (tmp_path/"runs"/"ev2"/"05_evaluate"/"metrics.json").exists()
+    assert "step 02_features" in res.stdout and "evaluate.sensitive names 'regoin', which is not a column of the data (did you mean 'region'?)" in res.stdout
+    rec = json.loads((tmp_path/"runs"/"ev2"/"run.json").read_text())
+    assert rec["steps"]["02_features"]["status"] == "failed" and rec["steps"]["03_train"]["status"] == "pending"
