@@ -560,12 +560,17 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
                                         gate=p.metadata.get("gate"), unseen_categories=unseen, fast_encoder=s.encoder is not None), default=str),
                         media_type="application/json")
 
+    async def admitted(request:Request)->tuple:
+        "(served model, validated rows, None) for a request that may be scored, else (None, None, the error response)."
+        if (denied := guard(request, "predict")): return None, None, denied
+        if (s := state["served"]) is None: return None, None, _error(503, "warming up")
+        rows, bad = await records(request)
+        return (None, None, bad) if bad else (s, rows, None)
+
     @app.post("/predict", openapi_extra={"requestBody": api["body"]}, responses={200: api["predicted"], **api["errors"]})
     async def predict(request:Request):
-        if (denied := guard(request, "predict")): return denied
-        if (s := state["served"]) is None: return _error(503, "warming up")
-        rows, bad = await records(request)
-        if bad: return bad
+        s, rows, refused = await admitted(request)
+        if refused: return refused
         try: out = s.predict(rows) if len(rows) <= s.fast_rows else await asyncio.to_thread(s.predict, rows)
         except FEATURE_ERRORS as e: return _feature_error(e)
         rid = request.headers.get("x-request-id", "")
@@ -577,10 +582,8 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
 
     @app.post("/explain", openapi_extra={"requestBody": api["body"]}, responses={200: api["explained"], **api["errors"]})
     async def explain(request:Request):
-        if (denied := guard(request, "predict")): return denied
-        if (s := state["served"]) is None: return _error(503, "warming up")
-        rows, bad = await records(request)
-        if bad: return bad
+        s, rows, refused = await admitted(request)
+        if refused: return refused
         try: out = await asyncio.to_thread(s.explain, rows)
         except FEATURE_ERRORS as e: return _feature_error(e)
         return Response(json.dumps(dict(model=s.name, version=s.version, request_id=os.urandom(16).hex(), **out)), media_type="application/json")
