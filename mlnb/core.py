@@ -4,12 +4,12 @@
 
 # %% ../nbs/10_core.ipynb #c9f1c6cc
 from __future__ import annotations
-import contextlib, hashlib, json, os, tempfile
+import contextlib, getpass, hashlib, json, os, tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 # %% auto #0
-__all__ = ['MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests']
+__all__ = ['MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who']
 
 # %% ../nbs/10_core.ipynb #a3f512c2
 class MlnbError(Exception):
@@ -67,3 +67,11 @@ def folder_digests(folder:str|Path,        # a step's output folder
     folder = Path(folder)
     files = (p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and not p.name.endswith(exclude))
     return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(files)}
+
+# %% ../nbs/10_core.ipynb #dc65d28d
+def who(actor:str|None=None)->str:
+    "The identity a change is recorded under: `actor`, else $MLNB_USER, else the OS user."
+    if actor: return actor
+    if os.environ.get("MLNB_USER", "").strip(): return os.environ["MLNB_USER"].strip()
+    try: return getpass.getuser()
+    except (KeyError, OSError): return f"uid:{os.getuid()}"

@@ -19,7 +19,7 @@ __all__ = ['REFERENCE_FORMAT', 'TABLE', 'PRIMARY', 'TIME_COLUMNS', 'sorted_value
            'categorical_drift', 'drift_status', 'column_drift', 'drift_report', 'drift_table', 'load_batch',
            'load_labels', 'join_labels', 'window_metrics', 'live_performance', 'retrain_decision', 'model_age_days',
            'drift_gauges', 'psi_plot', 'distribution_plot', 'most_drifted', 'demo_monitor', 'labelled_metrics',
-           'compare_models', 'judge_rows', 'retrain', 'log_key', 'run_monitor']
+           'compare_models', 'judge_rows', 'retrain', 'log_key', 'model_rows', 'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #12e93c46
 def sorted_values(s:pl.Series)->tuple[np.ndarray, int]:
@@ -458,8 +458,7 @@ def judge_rows(run_dir:Path, cfg)->tuple[pl.DataFrame, pl.DataFrame, str]:
         source = m.batch or cfg.serve.log_dir
         if not source: raise MlnbError("monitor.labels is set but there is no log to join them to", where="monitor.batch / serve.log_dir",
                                        fix="set monitor.batch (or serve.log_dir) to the requests the labels belong to.")
-        log = load_batch(source, log_key(cfg))
-        if "model" in log.columns: log = log.filter(pl.col("model").cast(pl.String) == cfg.package.model_name)
+        log = model_rows(load_batch(source, log_key(cfg)), cfg.package.model_name)
         return log, load_labels(m.labels, cfg.data.target), str(m.labels)
     test = pl.read_parquet(run_dir/"02_features"/"test.parquet").with_row_index("request_id").with_columns(pl.col("request_id").cast(pl.String))
     return test.drop(cfg.data.target), test.select("request_id", pl.col(cfg.data.target).alias("label")), f"{run_dir.name}/02_features/test.parquet"
@@ -509,9 +508,9 @@ def log_key(cfg)->bytes|None:
     from mlnb.security import data_key
     return data_key(file=cfg.data.key_file) if cfg.serve.encrypt_log else None
 
-def _path(value:str, config_path:str|Path)->Path:
-    "A config path, relative to the config file's folder."
-    return Path(value) if Path(value).is_absolute() else Path(config_path).resolve().parent/value
+def model_rows(batch:pl.DataFrame, name:str)->pl.DataFrame:
+    "The rows of model `name` (a prediction log may be shared by several models)."
+    return batch.filter(pl.col("model").cast(pl.String) == name) if "model" in batch.columns else batch
 
 def run_monitor(config_path:str|None=None, run_dir:str|None=None)->dict:
     "Monitor the deployed model: drift, data quality, live performance and the retraining decision, written and logged."
@@ -534,10 +533,9 @@ def run_monitor(config_path:str|None=None, run_dir:str|None=None)->dict:
     source = m.batch or getattr(cfg.serve, "log_dir", None)
     if not source: raise MlnbError("nothing to monitor: neither monitor.batch nor serve.log_dir is set", where=str(config_path),
                                    fix="set monitor.batch, e.g. -p monitor.batch=predictions/")
-    batch = load_batch(_path(source, config_path), log_key(cfg))
-    if "model" in batch.columns: batch = batch.filter(pl.col("model").cast(pl.String) == name)   # a shared log holds other models too
+    batch = model_rows(load_batch(source, log_key(cfg)), name)      # config paths are absolute (load_config resolves them)
     report = drift_report(reference, batch, m, where=source, version=folder.name)
-    perf = live_performance(batch, load_labels(_path(m.labels, config_path), signature.get("target")), signature["task"], signature.get("classes") or [],
+    perf = live_performance(batch, load_labels(m.labels, signature.get("target")), signature["task"], signature.get("classes") or [],
                             m.window, m.window_time, meta.get("metrics"), where=m.labels) if m.labels else None
     decision = retrain_decision(report, m, model_age_days(cfg.package.registry, name, folder.name), perf)
     report.update(model=name, version=folder.name, batch=source, performance=perf, decision=decision)

@@ -4,20 +4,20 @@
 
 # %% ../nbs/06_package.ipynb #82e41e53
 from __future__ import annotations
-import base64, contextlib, datetime as dt, fcntl, getpass, hashlib, json, os, platform, re, shutil, subprocess, sys, tempfile, warnings, zipfile
+import base64, contextlib, datetime as dt, fcntl, hashlib, json, os, platform, re, shutil, subprocess, sys, tempfile, warnings, zipfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 import numpy as np
 import polars as pl
-from .core import MlnbError, atomic_path, digest, load_json, save_json, sha256_file
+from .core import MlnbError, atomic_path, digest, load_json, save_json, sha256_file, who
 from .features import RARE, Preprocessor
 from .steps import open_step
 
 # %% auto #0
 __all__ = ['NAME', 'VERSION', 'ALIASES', 'REGISTRY_KEYS_ENV', 'TOKEN_ENV', 'ACTION_ROLES', 'check_name', 'check_version',
-           'resolve', 'read_aliases', 'seal', 'verify', 'ModelPackage', 'who', 'audit_log', 'audit_problems',
-           'access_ring', 'register', 'set_alias', 'rollback', 'model_card', 'record_decision', 'models', 'versions',
-           'describe', 'diff_versions', 'trail', 'signature', 'exact_thresholds', 'onnx_predict', 'export_onnx',
+           'resolve', 'read_aliases', 'seal', 'verify', 'ModelPackage', 'audit_log', 'audit_problems', 'access_ring',
+           'register', 'set_alias', 'rollback', 'model_card', 'record_decision', 'models', 'versions', 'describe',
+           'diff_versions', 'trail', 'signature', 'exact_thresholds', 'onnx_predict', 'export_onnx',
            'pinned_requirements', 'mlnb_wheel', 'dockerfile', 'build_package', 'environment', 'monitoring_reference',
            'run_package']
 
@@ -103,13 +103,6 @@ class ModelPackage:
         return dict(prediction=[self.classes[i] for i in p.argmax(1)], probabilities=p.tolist())
 
 # %% ../nbs/06_package.ipynb #768257a3
-def who(actor:str|None=None)->str:
-    "The identity a change is recorded under: `actor`, else $MLNB_USER, else the OS user."
-    if actor: return actor
-    if os.environ.get("MLNB_USER", "").strip(): return os.environ["MLNB_USER"].strip()
-    try: return getpass.getuser()
-    except (KeyError, OSError): return f"uid:{os.getuid()}"
-
 @contextlib.contextmanager
 def _locked(folder:Path):
     "An exclusive lock on a model's registry folder (one writer at a time)."

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt, json, os, shutil, tempfile
 from pathlib import Path
 import polars as pl
-from .core import MlnbError, load_json, save_json, sha256_file
+from .core import MlnbError, load_json, save_json, sha256_file, who
 
 # %% auto #0
 __all__ = ['SnapshotStore', 'table', 'diff', 'referenced_snapshots', 'prune', 'erase_rows', 'erase']
@@ -107,7 +107,6 @@ def erase(store:SnapshotStore,             # the snapshot store
           key_file:str|Path|None=None      # data key file for encrypted snapshots and logs (else $MLNB_DATA_KEY)
          )->dict:
     "Remove a subject's rows from snapshots and other Parquet files, and record the erasure."
-    import getpass
     if not values: raise MlnbError("nothing to erase: no ids given", fix="pass one or more ids, e.g. `mlnb data erase --id 42`.")
     files = {}
     for sid in store.ids():
@@ -121,7 +120,7 @@ def erase(store:SnapshotStore,             # the snapshot store
         for path in sorted(p for p in Path(folder).rglob("*.parquet*") if p.suffix in (".parquet", ".enc")) if Path(folder).is_dir() else []:
             if n := erase_rows(path, column, values, key_file): files[str(path)] = n
     entry = dict(time=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                 actor=actor or os.environ.get("MLNB_USER") or getpass.getuser(), column=column, subjects=len(values),
+                 actor=who(actor), column=column, subjects=len(values),
                  rows=sum(files.values()), files=files, reason=reason)
     store.root.mkdir(parents=True, exist_ok=True)
     with open(store.root/"erasures.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(entry) + "\n")
