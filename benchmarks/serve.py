@@ -6,10 +6,10 @@ asyncio client (open loop: latency counts from each request's scheduled time) fo
 real service's saturated rate. Batch scoring: `score_file` on 100k rows (Parquet in and out) vs raw
 `Booster.predict` on the already-built feature matrix, both single-threaded.
 
-    .venv/bin/python benchmarks/serve.py            # full run (~3 min)
+    .venv/bin/python benchmarks/serve.py            # full run, 12 rounds (~13 min)
     .venv/bin/python benchmarks/serve.py --quick    # a smoke run of the harness
 """
-import argparse, asyncio, json, os, re, shutil, subprocess, sys, tempfile, time
+import argparse, asyncio, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 
@@ -38,11 +38,15 @@ def bare_app(model_dir: str):
         return Response(json.dumps({"probability": p.tolist()}), media_type="application/json")
     return app
 
-def run_bare(model_dir: str, port: int, workers: int):
+def run_bare(model_dir: str, port: int, workers: int, shared: bool = False):
+    "The bare app with `workers` processes: each on its own socket as `mlnb serve` runs them, or (`shared`) uvicorn's own --workers."
     import uvicorn
+    from mlnb.serve import run_workers
     os.environ["MLNB_BENCH_MODEL"] = model_dir
-    uvicorn.run("serve:bare_from_env", factory=True, host="127.0.0.1", port=port, workers=workers, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False, app_dir=str(ROOT/"benchmarks"))
+    kw = dict(host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False)
+    sys.path.insert(0, str(ROOT/"benchmarks"))             # spawned workers inherit sys.path
+    if workers > 1 and not shared: run_workers("serve:bare_from_env", workers, **kw)
+    else: uvicorn.run("serve:bare_from_env", factory=True, workers=workers, **kw)
 
 def bare_from_env(): return bare_app(os.environ["MLNB_BENCH_MODEL"])
 
@@ -52,7 +56,7 @@ def start(kind: str, ctx: dict, workers: int):
     import httpx
     port = free_port()
     env = {**os.environ, "MLNB_API_KEYS": KEYS, "PYTHONPATH": str(ROOT/"benchmarks")}
-    if kind == "bare": cmd = [sys.executable, __file__, "--bare-server", ctx["model_dir"], str(port), str(workers)]
+    if kind.startswith("bare"): cmd = [sys.executable, __file__, "--bare-server", ctx["model_dir"], str(port), str(workers), str(kind == "bare-shared")]
     else: cmd = [str(Path(sys.executable).parent/"mlnb"), "serve", "churn@production", "--registry", str(ctx["registry"]), "--port", str(port),
                  "--workers", str(workers), "--log-dir", str(ctx["base"]/f"log-{workers}")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)   # its own group: workers stop with it
@@ -141,54 +145,68 @@ def batch(ctx: dict, n: int) -> dict:
         t = time.perf_counter(); score_file(package, src, dest); scored.append(time.perf_counter() - t)
     return dict(rows=n, raw_rows_s=round(n / min(raw)), batch_rows_s=round(n / min(scored)), ratio=round(min(raw) / min(scored), 3))
 
-def main(quick: bool):
-    seconds, rounds = (3, 50) if quick else (10, 200)
+SERVERS = (("bare", 1), ("real", 1), ("bare", 2), ("real", 2), ("bare-shared", 2))
+
+def main(quick: bool, rounds: int):
+    seconds, trees = (3, 50) if quick else (5, 200)
+    rounds = 1 if quick else rounds
     base = Path(tempfile.mkdtemp(prefix="mlnb-bench-serve-"))
-    ctx = build_model(base, rounds)
+    ctx = build_model(base, trees)
     body = json.dumps(ctx["record"])
-    res = dict(trees=rounds, seconds=seconds, record=ctx["record"])
+    res = dict(trees=trees, seconds=seconds, rounds=rounds, record=ctx["record"])
     try:
-        for rnd in range(1 if quick else 2):                  # alternate bare and real; keep each one's best round (the machine is shared)
-            for workers in (1, 2):
-                for kind in ("bare", "real"):
-                    proc, port = start(kind, ctx, workers)
-                    try:
-                        wrk(port, body, 2)                       # warm-up
-                        key = f"{kind}_{workers}w_rps"
-                        res.setdefault(f"{key}_rounds", []).append(round(wrk(port, body, seconds)))
-                        res[key] = max(res[f"{key}_rounds"])
-                        if workers == 1 and rnd == 0:
-                            res[f"{kind}_1w_latency"] = client_process(port, body, res[key] / 4, seconds)
-                    finally: stop(proc)
+        for rnd in range(rounds):       # every server once per round, so each ratio compares runs minutes apart, not across the session;
+            for kind, workers in SERVERS[rnd % len(SERVERS):] + SERVERS[:rnd % len(SERVERS)]:   # the order rotates round by round
+                proc, port = start(kind, ctx, workers)
+                try:
+                    wrk(port, body, 2)                           # warm-up
+                    res.setdefault(f"{kind}_{workers}w_rps_rounds", []).append(round(wrk(port, body, seconds)))
+                    if workers == 1:                             # latency at a quarter of this server's saturated rate, every round
+                        res.setdefault(f"{kind}_1w_latency_rounds", []).append(client_process(port, body, res[f"{kind}_1w_rps_rounds"][-1] / 4, seconds))
+                finally: stop(proc)
         res["batch"] = batch(ctx, 20_000 if quick else 100_000)
     finally: shutil.rmtree(base, ignore_errors=True)
-    r = res
-    res["real_vs_bare_1w"] = round(r["real_1w_rps"] / r["bare_1w_rps"], 3)
-    res["real_vs_bare_2w"] = round(r["real_2w_rps"] / r["bare_2w_rps"], 3)
-    res["real_2w_vs_1w"] = round(r["real_2w_rps"] / r["real_1w_rps"], 3)
-    lat = r["real_1w_latency"]
+    med = lambda xs: round(statistics.median(xs), 3)
+    per_round = lambda a, b: [x / y for x, y in zip(res[f"{a}_rps_rounds"], res[f"{b}_rps_rounds"])]
+    for kind, workers in SERVERS: res[f"{kind}_{workers}w_rps"] = round(statistics.median(res[f"{kind}_{workers}w_rps_rounds"]))
+    res["real_vs_bare_1w"], res["real_vs_bare_2w"] = med(per_round("real_1w", "bare_1w")), med(per_round("real_2w", "bare_2w"))
+    res["real_2w_vs_1w"], res["bare_2w_vs_1w"] = med(per_round("real_2w", "real_1w")), med(per_round("bare_2w", "bare_1w"))
+    res["shared_vs_reuseport_2w"] = med(per_round("bare-shared_2w", "bare_2w"))
+    for kind in ("bare", "real"):
+        runs = res[f"{kind}_1w_latency_rounds"]
+        res[f"{kind}_1w_latency"] = {k: med([x[k] for x in runs]) for k in ("rate", "p50_ms", "p99_ms")} | {f"{k}_range": [min(x[k] for x in runs), max(x[k] for x in runs)] for k in ("p50_ms", "p99_ms")}
+    r, lat = res, res["real_1w_latency"]
     ok = lambda b: "yes" if b else "**no**"
-    text = f"""Model: LightGBM binary, {rounds} trees, the default config's preprocessing (categories, clip bounds, 3 SQL-derived features).
-Load: `wrk -t1 -c32 -d{seconds}s` from another process on loopback, bare and real alternated over {1 if quick else 2} round(s), best round kept;
-latency from a paced open-loop client in its own process (from each request's scheduled time), first round.
-The real service has API-key auth, strict pydantic validation, Prometheus metrics and the Parquet prediction log on.
+    spread = lambda key: f"{min(r[key + '_rps_rounds']):,}-{max(r[key + '_rps_rounds']):,}"
+    text = f"""Model: LightGBM binary, {trees} trees, the default config's preprocessing (categories, clip bounds, 3 SQL-derived features).
+Load: `wrk -t1 -c32 -d{seconds}s` (after a 2 s warm-up) from another process on loopback. {rounds} round(s); each round runs every server once
+(the order rotates from round to round), and each ratio is the **median of the per-round ratios** (req/s: median, with the range over rounds).
+Latency: a paced open-loop client in its own process (from each request's scheduled time), every round; medians over rounds.
+The real service has API-key auth, strict pydantic validation, Prometheus metrics (multiprocess mode with 2 workers) and the
+Parquet prediction log on. Workers: `mlnb serve --workers 2` gives each worker its own `SO_REUSEPORT` socket; the bare endpoint is
+run the same way, and once more under uvicorn's own `--workers` (one shared socket) for comparison.
 
 | measure | bare FastAPI + Booster.predict | real `mlnb serve` | ratio | target | met |
 |---|---|---|---|---|---|
-| 1 worker, saturated req/s | {r['bare_1w_rps']:,} | {r['real_1w_rps']:,} | {r['real_vs_bare_1w']} | ≥ 0.7 | {ok(r['real_vs_bare_1w'] >= 0.7)} |
-| 2 workers, saturated req/s | {r['bare_2w_rps']:,} | {r['real_2w_rps']:,} | {r['real_vs_bare_2w']} | ≥ 0.7 | {ok(r['real_vs_bare_2w'] >= 0.7)} |
-| real: 2 workers / 1 worker | | | {r['real_2w_vs_1w']} | ≥ 1.7 | {ok(r['real_2w_vs_1w'] >= 1.7)} |
-| real, 1 worker at {lat['rate']:,} req/s (¼ saturation): p50 / p99 | {r['bare_1w_latency']['p50_ms']} / {r['bare_1w_latency']['p99_ms']} ms | {lat['p50_ms']} / {lat['p99_ms']} ms | | ≤ 1 / ≤ 4 ms | {ok(lat['p50_ms'] <= 1 and lat['p99_ms'] <= 4)} |
+| 1 worker, saturated req/s | {r['bare_1w_rps']:,} ({spread('bare_1w')}) | {r['real_1w_rps']:,} ({spread('real_1w')}) | {r['real_vs_bare_1w']} | ≥ 0.7 | {ok(r['real_vs_bare_1w'] >= 0.7)} |
+| 2 workers, saturated req/s | {r['bare_2w_rps']:,} ({spread('bare_2w')}) | {r['real_2w_rps']:,} ({spread('real_2w')}) | {r['real_vs_bare_2w']} | ≥ 0.7 | {ok(r['real_vs_bare_2w'] >= 0.7)} |
+| 2 workers / 1 worker | {r['bare_2w_vs_1w']} | {r['real_2w_vs_1w']} | | ≥ 1.7 (real) | {ok(r['real_2w_vs_1w'] >= 1.7)} |
+| 1 worker at ¼ of its saturated rate (real: {lat['rate']:,.0f} req/s): p50 / p99 | {r['bare_1w_latency']['p50_ms']} / {r['bare_1w_latency']['p99_ms']} ms | {lat['p50_ms']} / {lat['p99_ms']} ms (p99 {lat['p99_ms_range'][0]}-{lat['p99_ms_range'][1]}) | | ≤ 1 / ≤ 4 ms | {ok(lat['p50_ms'] <= 1 and lat['p99_ms'] <= 4)} |
 | batch scoring {r['batch']['rows']:,} rows (Parquet → Parquet), rows/s | raw Booster.predict {r['batch']['raw_rows_s']:,} | `score_file` {r['batch']['batch_rows_s']:,} | {r['batch']['ratio']} | ≥ 0.8 | {ok(r['batch']['ratio'] >= 0.8)} |
 
-(2 shared cores: the load generator competes with the server; the 2-worker figures are bounded by that.)
+For comparison, the bare endpoint under uvicorn's `--workers 2` (one socket shared by both workers): {r['bare-shared_2w_rps']:,} req/s
+({spread('bare-shared_2w')}), {r['shared_vs_reuseport_2w']} of the same endpoint with a socket per worker. With a shared socket the worker
+that wakes first accepts a whole burst of connections, so a run now and then serves nearly everything from one worker.
+(2 shared cores: the load generator competes with the servers; the 2-worker figures are bounded by that.)
 """
     save_report("serve", res, text, readme=not quick)
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--bare-server": run_bare(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--bare-server": run_bare(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "True")
     elif len(sys.argv) > 1 and sys.argv[1] == "--paced": print(json.dumps(paced(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), float(sys.argv[5]))))
     else:
         ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         ap.add_argument("--quick", action="store_true", help="short runs and a small model: checks the harness")
-        main(ap.parse_args().quick)
+        ap.add_argument("--rounds", type=int, default=12, help="rounds of every server (medians over rounds)")
+        args = ap.parse_args()
+        main(args.quick, args.rounds)

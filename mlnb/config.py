@@ -273,7 +273,7 @@ class ServeCfg(Strict):
     "The model service (`mlnb serve`) and batch scoring (`mlnb predict`); command-line flags win."
     host: str = "127.0.0.1"                     # bind address; a non-loopback address needs API keys
     port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1)               # uvicorn worker processes
+    workers: int = Field(1, ge=1)               # worker processes, each with its own socket on the port
     max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies get 413
     max_batch: int = Field(1000, ge=1)          # more records per request get 413
     keys_env: str = "MLNB_API_KEYS"             # environment variable holding the API key ring (YAML/JSON)

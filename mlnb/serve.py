@@ -7,10 +7,11 @@ __all__ = ['FEATURE_ERRORS', 'polars_dtype', 'field_type', 'unseen_policy', 'rec
            'RecordEncoder', 'probe_rows', 'check_encoder', 'raw_predict', 'predict_matrix', 'predict_frame',
            'explain_matrix', 'Served', 'PredictionLog', 'ServeSettings', 'is_loopback', 'load_keys', 'Metrics',
            'DriftWatch', 'create_app', 'Timed', 'read_batches', 'score_batches', 'write_frames', 'score_file',
-           'app_from_env', 'serve', 'free_port', 'running_service', 'smoke_test', 'run_deploy']
+           'app_from_env', 'worker_socket', 'run_workers', 'serve', 'free_port', 'running_service', 'smoke_test',
+           'run_deploy']
 
 # %% ../nbs/07_deploy.ipynb #8b94ba41
-import asyncio, collections, contextlib, datetime as dt, gc, ipaddress, json, logging, math, os, secrets, shutil, socket, subprocess, sys, tempfile, threading, time
+import asyncio, collections, contextlib, datetime as dt, gc, ipaddress, itertools, json, logging, math, os, secrets, shutil, socket, subprocess, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -401,27 +402,26 @@ class DriftWatch:
         multi = {"multiprocess_mode": "livemax"} if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else {}
         self.gauge = Gauge("mlnb_drift_psi", "PSI of recent requests against the training reference", ["version", "column"], registry=registry, **multi)
         self.recent, self.every_s, self.min_rows = collections.deque(maxlen=max(window, 1)), every_s, min_rows
-        self.version, self.reference, self.checked, self.last = None, None, 0.0, {}
+        self.version, self.reference, self.pred, self.checked, self.last = None, None, None, 0.0, {}
 
     def add(self, package:ModelPackage, rows:list[dict], out:dict):
-        "Remember one request's rows (and predictions) for the next drift check."
+        "Remember one request's rows and predictions (as pairs: they are merged only when the gauges are computed)."
         if package.version != self.version:
             self.version, self.last = package.version, {}
             self.recent.clear()
             ref = package.folder/"reference.json"
             from mlnb.monitor import load_reference
             self.reference = load_reference(ref) if ref.is_file() else None
+            self.pred = (self.reference.get("prediction") or {}).get("column") if self.reference else None
         if self.reference is None: return
-        pred = (self.reference.get("prediction") or {}).get("column")
-        values = out.get(pred) if pred else None
-        self.recent.extend(rows if values is None else ({**r, pred: v} for r, v in zip(rows, values)))
+        self.recent.extend(zip(rows, out.get(self.pred) or itertools.repeat(None)))
 
     def update(self)->dict:
         "Recompute the gauges if due; return {column: psi}."
         if self.reference is None or len(self.recent) < self.min_rows or time.monotonic() - self.checked < self.every_s: return self.last
         from mlnb.config import MonitorCfg
         from mlnb.monitor import drift_gauges, drift_report
-        batch = pl.DataFrame(list(self.recent), infer_schema_length=None)
+        batch = pl.DataFrame([{**r, self.pred: v} if self.pred else r for r, v in self.recent], infer_schema_length=None)
         self.last = drift_gauges(drift_report(self.reference, batch, MonitorCfg(), where="recent requests", version=self.version))
         self.checked = time.monotonic()
         for column, psi in self.last.items(): self.gauge.labels(self.version, column).set(psi)
@@ -682,17 +682,81 @@ def app_from_env():
     s = json.loads(os.environ["MLNB_SERVE_SETTINGS"])
     return create_app(ServeSettings(**{**s, "pii": tuple(s.get("pii", ()))}))
 
+def worker_socket(host:str, port:int)->socket.socket:
+    "A socket bound to host:port that other processes may bind too (`SO_REUSEPORT`); uvicorn listens on it once the app is warm."
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try: sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise MlnbError(f"cannot listen on {host}:{port}: {e.strerror}", where="mlnb serve", fix="choose another --port, or stop the process that holds it.") from None
+    return sock
+
+def _worker(factory:str, env:dict, kw:dict, failures):
+    "One worker process: its own socket, then uvicorn until SIGTERM/SIGINT; if the app never starts, say why on `failures` and exit 3."
+    import uvicorn
+    os.environ.update(env)
+    server, errors = None, []
+    try:
+        server = uvicorn.Server(uvicorn.Config(factory, factory=True, **kw))
+        remember = logging.Handler(logging.ERROR); remember.emit = lambda record: errors.append(record.getMessage())
+        logging.getLogger("uvicorn.error").addHandler(remember)         # uvicorn reports a broken app there, then exits
+        server.run(sockets=[worker_socket(kw["host"], kw["port"])])
+    except BaseException as e:
+        if server is not None and server.started: raise
+        if not isinstance(e, SystemExit): errors.append(f"{type(e).__name__}: {e}")
+    if not server or not server.started:
+        failures.put(str(errors[-1]).splitlines()[0] if errors else "it stopped before serving")
+        sys.exit(3)                                                         # a startup failure: the supervisor stops, it does not restart
+
+def run_workers(factory:str,        # "module:function" returning the app, imported in each worker
+                workers:int,         # worker processes
+                env:dict|None=None,  # environment variables set in each worker
+                **kw):               # uvicorn.Config arguments: host, port, ssl, timeouts...
+    "Run `workers` uvicorn processes, each accepting on its own socket; restart a worker that dies; SIGTERM/SIGINT drain and stop them all."
+    import multiprocessing, signal
+    worker_socket(kw["host"], kw["port"]).close()        # a taken port fails here, before any worker starts
+    spawn, stop, log = multiprocessing.get_context("spawn"), threading.Event(), logging.getLogger("mlnb.serve")
+    failures = spawn.SimpleQueue()
+    def start():
+        p = spawn.Process(target=_worker, args=(factory, env or {}, kw, failures), name="mlnb-serve-worker")
+        p.start(); return p
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    procs, failed = [start() for _ in range(workers)], None
+    try:
+        while not stop.wait(0.2):
+            for i, p in enumerate(procs):
+                if p.is_alive(): continue
+                if p.exitcode == 3:
+                    failed = f"a worker could not start the app {factory}: {failures.get() if not failures.empty() else 'no reason given'}"
+                    stop.set(); break
+                log.warning("worker %s exited (code %s); starting another", p.pid, p.exitcode)
+                if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                    from prometheus_client import multiprocess
+                    multiprocess.mark_process_dead(p.pid)
+                procs[i] = start()
+    finally:
+        for p in procs:
+            if p.is_alive(): os.kill(p.pid, signal.SIGTERM)   # each drains its in-flight requests (timeout_graceful_shutdown)
+        deadline = time.monotonic() + (kw.get("timeout_graceful_shutdown") or 10) + 10
+        for p in procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive(): p.kill(); p.join()
+        for sig, handler in previous.items(): signal.signal(sig, handler)
+    if failed: raise MlnbError(failed, where="mlnb serve", fix="the other workers were stopped; fix the cause and start the service again.")
+
 def serve(settings:ServeSettings, port:int=8000, workers:int=1, ssl_certfile:str|None=None, ssl_keyfile:str|None=None,
           graceful_s:float=10, package:ModelPackage|None=None):
     "Serve until stopped (SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush the prediction log)."
     import uvicorn
     load_keys(settings)                           # refuse early: no keys on a public address
+    worker_socket(settings.host, port).close()    # and on a port that is taken, with a clear error
     kw = dict(host=settings.host, port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False,
               timeout_graceful_shutdown=graceful_s, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
     if workers > 1:
-        os.environ["MLNB_SERVE_SETTINGS"] = json.dumps(settings._asdict())
         own = None if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mlnb-metrics-"))
-        try: uvicorn.run("mlnb.serve:app_from_env", factory=True, workers=workers, **kw)
+        try: run_workers("mlnb.serve:app_from_env", workers, {"MLNB_SERVE_SETTINGS": json.dumps(settings._asdict())}, **kw)
         finally:
             if own: shutil.rmtree(own, ignore_errors=True)
     else: uvicorn.run(create_app(settings, package), **kw)

@@ -1,5 +1,5 @@
 "The model service over real HTTP: golden parity with batch scoring, auth, strict requests, limits, metrics, the prediction log, hot reload and its faults."
-import concurrent.futures as cf, contextlib, datetime as dt, json, os, shutil, signal, subprocess, threading, time
+import collections, concurrent.futures as cf, contextlib, datetime as dt, json, os, shutil, signal, socket, subprocess, sys, threading, time
 from pathlib import Path
 import httpx, numpy as np, polars as pl
 import pytest, yaml
@@ -184,12 +184,13 @@ def test_public_address_without_keys_is_refused(models):
                           "--port", str(free_port())], capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 2 and "without API keys" in res.stderr
 
-def test_graceful_shutdown_drains_in_flight_requests(models):
-    "SIGTERM while slow requests are in flight: each still gets its answer."
+@pytest.mark.parametrize("workers", [1, 2])
+def test_graceful_shutdown_drains_in_flight_requests(models, workers):
+    "SIGTERM while slow requests are in flight: each still gets its answer (with 2 workers the parent passes the signal on)."
     recs = records(models["rows"]) * 2
     port = free_port()
     env = {**os.environ, "MLNB_API_KEYS": json.dumps(KEYS)}
-    proc = subprocess.Popen([str(MLNB), "serve", "churn@v1", "--registry", str(models["registry"]), "--port", str(port), "--no-log"],
+    proc = subprocess.Popen([str(MLNB), "serve", "churn@v1", "--registry", str(models["registry"]), "--port", str(port), "--no-log", "--workers", str(workers)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -226,6 +227,66 @@ def test_two_workers_follow_the_alias(models, tmp_path):
         assert versions() == {"v2"}
         text = httpx.get(f"{url}/metrics").text
         assert 'mlnb_requests_total{method="POST",route="/predict",status="200"} 80.0' in text
+
+def workers_of(port: int) -> tuple[int, list[int]]:
+    "The `mlnb serve` parent listening on `port` and its worker processes (Linux /proc)."
+    procs = {}
+    for p in Path("/proc").iterdir():
+        try: procs[int(p.name)] = (int((p/"stat").read_text().rsplit(")", 1)[1].split()[1]), (p/"cmdline").read_bytes().split(b"\0"))
+        except (ValueError, OSError): pass
+    parent = next(pid for pid, (_, cmd) in procs.items() if b"serve" in cmd and str(port).encode() in cmd)
+    return parent, sorted(pid for pid, (ppid, cmd) in procs.items() if ppid == parent and any(b"spawn_main" in c for c in cmd))
+
+def listening(port: int) -> int:
+    "How many sockets listen on 127.0.0.1:`port` (one per warm worker)."
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(r[1] == f"0100007F:{port:04X}" and r[3] == "0A" for r in rows)
+
+def wait_for(check, seconds: float = 60):
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+def test_each_worker_has_its_own_socket_and_takes_a_share(models, tmp_path):
+    "With --workers 2 each worker listens on the port itself (SO_REUSEPORT), so new connections reach both, not whichever woke first."
+    rec = records(models["rows"].head(1))[0]
+    with running_service("churn@v1", "--registry", str(models["registry"]), "--workers", "2", "--log-dir", str(tmp_path/"log"),
+                         env={"MLNB_API_KEYS": json.dumps(KEYS)}) as url:
+        port = int(url.rsplit(":", 1)[1])
+        wait_for(lambda: listening(port) == 2)
+        assert len(workers_of(port)[1]) == 2
+        for _ in range(200): assert httpx.post(f"{url}/predict", json=rec, headers=APP).status_code == 200   # a new connection each
+    per_worker = collections.Counter(f.name.split("-")[1] for f in (tmp_path/"log").rglob("*.parquet") for _ in range(pl.read_parquet(f).height))
+    assert len(per_worker) == 2 and sum(per_worker.values()) == 200 and min(per_worker.values()) >= 40, per_worker
+
+def test_a_worker_that_dies_is_replaced(models):
+    "kill -9 one worker: the other keeps answering, and the parent starts a new one that listens again."
+    rec = records(models["rows"].head(1))[0]
+    with running_service("churn@v1", "--registry", str(models["registry"]), "--workers", "2", "--no-log", env={"MLNB_API_KEYS": json.dumps(KEYS)}) as url:
+        port = int(url.rsplit(":", 1)[1])
+        wait_for(lambda: listening(port) == 2)
+        _, before = workers_of(port)
+        os.kill(before[0], signal.SIGKILL)
+        wait_for(lambda: before[0] not in workers_of(port)[1], 10)
+        assert all(httpx.post(f"{url}/predict", json=rec, headers=APP).status_code == 200 for _ in range(20))
+        wait_for(lambda: len(workers_of(port)[1]) == 2 and listening(port) == 2)
+        assert before[1] in workers_of(port)[1]
+
+def test_workers_that_cannot_start_stop_the_service():
+    "A worker whose app cannot start is not restarted forever: the parent stops the others and fails, naming the cause."
+    code = f"from mlnb.serve import run_workers; run_workers('mlnb_no_such_module:app', 2, host='127.0.0.1', port={free_port()})"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "could not start the app" in res.stderr and "mlnb_no_such_module" in res.stderr
+
+def test_a_taken_port_is_a_clear_error(models):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0)); taken.listen()
+        port = taken.getsockname()[1]
+        for workers in ("1", "2"):
+            res = subprocess.run([str(MLNB), "serve", "churn@v1", "--registry", str(models["registry"]), "--port", str(port), "--workers", workers],
+                                 capture_output=True, text=True, timeout=60, env={**os.environ, "MLNB_API_KEYS": json.dumps(KEYS)})
+            assert res.returncode == 2 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in res.stderr, res.stderr
 
 def test_tls(models, tmp_path):
     "--ssl-certfile/--ssl-keyfile reach uvicorn: the service answers over HTTPS with that certificate."
