@@ -6,7 +6,7 @@ asyncio client (open loop: latency counts from each request's scheduled time) fo
 real service's saturated rate. Batch scoring: `score_file` on 100k rows (Parquet in and out) vs raw
 `Booster.predict` on the already-built feature matrix, both single-threaded.
 
-    .venv/bin/python benchmarks/serve.py            # full run, 12 rounds (~13 min)
+    .venv/bin/python benchmarks/serve.py            # full run, 15 rounds (~9 min)
     .venv/bin/python benchmarks/serve.py --quick    # a smoke run of the harness
 """
 import argparse, asyncio, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
@@ -148,24 +148,29 @@ def batch(ctx: dict, n: int) -> dict:
 SERVERS = (("bare", 1), ("real", 1), ("bare", 2), ("real", 2), ("bare-shared", 2))
 
 def main(quick: bool, rounds: int):
-    seconds, trees = (3, 50) if quick else (5, 200)
+    seconds, trees = (3, 50) if quick else (4, 200)
     rounds = 1 if quick else rounds
     base = Path(tempfile.mkdtemp(prefix="mlnb-bench-serve-"))
     ctx = build_model(base, trees)
     body = json.dumps(ctx["record"])
     res = dict(trees=trees, seconds=seconds, rounds=rounds, record=ctx["record"])
+    servers = {}
     try:
-        for rnd in range(rounds):       # every server once per round, so each ratio compares runs minutes apart, not across the session;
-            for kind, workers in SERVERS[rnd % len(SERVERS):] + SERVERS[:rnd % len(SERVERS)]:   # the order rotates round by round
-                proc, port = start(kind, ctx, workers)
-                try:
-                    wrk(port, body, 2)                           # warm-up
-                    res.setdefault(f"{kind}_{workers}w_rps_rounds", []).append(round(wrk(port, body, seconds)))
-                    if workers == 1:                             # latency at a quarter of this server's saturated rate, every round
-                        res.setdefault(f"{kind}_1w_latency_rounds", []).append(client_process(port, body, res[f"{kind}_1w_rps_rounds"][-1] / 4, seconds))
-                finally: stop(proc)
+        for kind, workers in SERVERS:                         # all of them up at once: idle ones cost nothing, and a round takes
+            servers[kind, workers] = start(kind, ctx, workers)  # seconds, so the machine's drift barely moves a ratio within it
+        for rnd in range(rounds):                             # each round runs every server once, in an order that rotates
+            for kind, workers in SERVERS[rnd % len(SERVERS):] + SERVERS[:rnd % len(SERVERS)]:
+                port = servers[kind, workers][1]
+                wrk(port, body, 1)                            # warm-up
+                res.setdefault(f"{kind}_{workers}w_rps_rounds", []).append(round(wrk(port, body, seconds)))
+                if workers == 1:                              # latency at a quarter of this server's saturated rate, every round
+                    res.setdefault(f"{kind}_1w_latency_rounds", []).append(client_process(port, body, res[f"{kind}_1w_rps_rounds"][-1] / 4, seconds))
+        for proc, _ in servers.values(): stop(proc)
+        servers.clear()
         res["batch"] = batch(ctx, 20_000 if quick else 100_000)
-    finally: shutil.rmtree(base, ignore_errors=True)
+    finally:
+        for proc, _ in servers.values(): stop(proc)
+        shutil.rmtree(base, ignore_errors=True)
     med = lambda xs: round(statistics.median(xs), 3)
     per_round = lambda a, b: [x / y for x, y in zip(res[f"{a}_rps_rounds"], res[f"{b}_rps_rounds"])]
     for kind, workers in SERVERS: res[f"{kind}_{workers}w_rps"] = round(statistics.median(res[f"{kind}_{workers}w_rps_rounds"]))
@@ -179,8 +184,9 @@ def main(quick: bool, rounds: int):
     ok = lambda b: "yes" if b else "**no**"
     spread = lambda key: f"{min(r[key + '_rps_rounds']):,}-{max(r[key + '_rps_rounds']):,}"
     text = f"""Model: LightGBM binary, {trees} trees, the default config's preprocessing (categories, clip bounds, 3 SQL-derived features).
-Load: `wrk -t1 -c32 -d{seconds}s` (after a 2 s warm-up) from another process on loopback. {rounds} round(s); each round runs every server once
-(the order rotates from round to round), and each ratio is the **median of the per-round ratios** (req/s: median, with the range over rounds).
+Load: `wrk -t1 -c32 -d{seconds}s` (after a 1 s warm-up) from another process on loopback. All five servers run side by side (idle but
+for the one under load); {rounds} round(s), each loading every server once in an order that rotates from round to round; each ratio is
+the **median of the per-round ratios** (req/s: median, with the range over rounds).
 Latency: a paced open-loop client in its own process (from each request's scheduled time), every round; medians over rounds.
 The real service has API-key auth, strict pydantic validation, Prometheus metrics (multiprocess mode with 2 workers) and the
 Parquet prediction log on. Workers: `mlnb serve --workers 2` gives each worker its own `SO_REUSEPORT` socket; the bare endpoint is
@@ -207,6 +213,6 @@ if __name__ == "__main__":
     else:
         ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         ap.add_argument("--quick", action="store_true", help="short runs and a small model: checks the harness")
-        ap.add_argument("--rounds", type=int, default=12, help="rounds of every server (medians over rounds)")
+        ap.add_argument("--rounds", type=int, default=15, help="rounds of every server (medians over rounds)")
         args = ap.parse_args()
         main(args.quick, args.rounds)

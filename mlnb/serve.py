@@ -11,7 +11,7 @@ __all__ = ['FEATURE_ERRORS', 'polars_dtype', 'field_type', 'unseen_policy', 'rec
            'run_deploy']
 
 # %% ../nbs/07_deploy.ipynb #8b94ba41
-import asyncio, collections, contextlib, datetime as dt, gc, ipaddress, itertools, json, logging, math, os, secrets, shutil, socket, subprocess, sys, tempfile, threading, time
+import asyncio, collections, contextlib, datetime as dt, gc, io, ipaddress, itertools, json, logging, math, os, secrets, shutil, socket, subprocess, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -268,9 +268,16 @@ class PredictionLog:
         self.thread.start()
 
     def add(self, model:str, version:str, request_id:str, records:list[dict], outputs:dict):
-        "Queue one request's rows (an append; the writer is woken only when a batch is full)."
-        self.pending.append((time.time(), model, version, request_id, records, outputs))
-        self.rows += len(records)
+        "Queue one request's rows (dicts) and outputs."
+        iso = lambda v: v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else str(v)
+        self.add_json(json.dumps(records, default=iso).encode(), json.dumps(dict(model=model, version=version, request_id=request_id, **outputs)).encode(), len(records))
+
+    def add_json(self, records:bytes,  # the request's records as a JSON list, as sent (already validated)
+                 answer:bytes,          # the JSON answer: model, version, request_id and one list per output
+                 rows:int):             # how many records
+        "Queue one request as the service already holds it, with no parsing on the request path; the writer wakes when a batch is full."
+        self.pending.append(b'{"time":%.6f,"in":%s,"out":%s}' % (time.time(), records, answer))
+        self.rows += rows
         if self.rows >= self.batch_rows: self.wake.set()
 
     def _run(self):
@@ -286,19 +293,33 @@ class PredictionLog:
         try: self._write(items)
         except Exception as e: logging.getLogger("mlnb.serve").error("prediction log: could not write %d requests: %s", len(items), e)
 
-    def _write(self, pending:list):
-        "One Parquet file for the queued requests, built column by column (requests repeated over their records)."
-        recs = [r for *_, rs, _ in pending for r in rs]
-        rows = np.repeat(np.arange(len(pending)), [len(p[4]) for p in pending])
-        meta = pl.DataFrame({"time": [p[0] for p in pending], "model": [p[1] for p in pending], "version": [p[2] for p in pending],
-                             "request_id": [p[3] for p in pending]})[rows]
-        meta = meta.with_columns(pl.from_epoch((pl.col("time") * 1e6).cast(pl.Int64), time_unit="us").dt.replace_time_zone("UTC"))
-        feats = pl.DataFrame([pl.Series(c, [r[c] for r in recs], dtype=t) for c, t in self.schema.items()])
-        outs = pl.DataFrame({k: [x for *_, o in pending for x in o[k]] for k in pending[0][5]}, strict=False)
-        day = dt.datetime.fromtimestamp(pending[0][0], dt.timezone.utc).strftime("%Y-%m-%d")
+    def _parse(self, lines:list[bytes])->pl.DataFrame:
+        "The queued requests, parsed by polars (off the GIL), one row per record; a request polars cannot read is left out and counted."
+        first = json.loads(lines[0])
+        outputs = {k: pl.Series(v).dtype for k, v in first["out"].items() if k not in ("model", "version", "request_id")}
+        schema = {"time": pl.Float64, "in": pl.List(pl.Struct(self.schema)),     # columns not in the schema (PII) are never read
+                  "out": pl.Struct({"model": pl.String, "version": pl.String, "request_id": pl.String, **{k: pl.List(t) for k, t in outputs.items()}})}
+        read = lambda part: pl.read_json(io.BytesIO(b"[" + b",".join(part) + b"]"), schema=schema)
+        try: frame = read(lines)
+        except pl.exceptions.PolarsError:
+            parts = []
+            for line in lines:
+                with contextlib.suppress(pl.exceptions.PolarsError): parts.append(read([line]))
+            logging.getLogger("mlnb.serve").error("prediction log: %d of %d requests could not be read and are not logged", len(lines) - len(parts), len(lines))
+            frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+        out = pl.col("out").struct
+        return (frame.select(pl.from_epoch((pl.col("time") * 1e6).cast(pl.Int64), time_unit="us").dt.replace_time_zone("UTC").alias("time"),
+                             out.field("model", "version", "request_id"), "in", out.field(*outputs))
+                     .explode(["in", *outputs]).unnest("in"))
+
+    def _write(self, lines:list[bytes]):
+        "One Parquet file for the queued requests (requests repeated over their records)."
+        frame = self._parse(lines)
+        if frame.is_empty(): return
+        day = frame["time"][0].strftime("%Y-%m-%d")
         self._n += 1
-        dest = self.folder/pending[0][1]/f"date={day}"/f"{time.strftime('%H%M%S')}-{os.getpid()}-{self._n:06d}.parquet{'.enc' if self.key else ''}"
-        save_frame(pl.concat([meta, feats, outs], how="horizontal"), dest, encrypt=self.key is not None, key=self.key)
+        dest = self.folder/frame["model"][0]/f"date={day}"/f"{time.strftime('%H%M%S')}-{os.getpid()}-{self._n:06d}.parquet{'.enc' if self.key else ''}"
+        save_frame(frame, dest, encrypt=self.key is not None, key=self.key)
         self.files += 1
         self.prune()
 
@@ -524,22 +545,23 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
         except Forbidden as e: return _error(403, str(e).splitlines()[0])
 
     async def records(request, adapter_many=many):
-        "(records, None) or (None, error answer): the size limits, then strict validation."
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > settings.max_body_bytes: return None, _error(413, f"body larger than {settings.max_body_bytes} bytes")
+        "(records, the body as a JSON list, None) or (None, None, error answer): the size limits, then strict validation."
+        size, too_big = request.headers.get("content-length"), _error(413, f"body larger than {settings.max_body_bytes} bytes")
+        if size and size.isdigit() and int(size) > settings.max_body_bytes: return None, None, too_big
         if size and size.isdigit(): body = await request.body()          # declared and within the limit (the server enforces the length)
         else:                                                              # chunked: count while reading
             body = bytearray()
             async for chunk in request.stream():
                 body += chunk
-                if len(body) > settings.max_body_bytes: return None, _error(413, f"body larger than {settings.max_body_bytes} bytes")
+                if len(body) > settings.max_body_bytes: return None, None, too_big
+            body = bytes(body)
         try:
-            start = body.lstrip()[:1]
-            rows = adapter_many.validate_json(body) if start == b"[" else [one.validate_json(body)]
+            listed = body.lstrip()[:1] == b"["
+            rows = adapter_many.validate_json(body) if listed else [one.validate_json(body)]
         except ValidationError as e:
-            return None, _error(422, [dict(loc=["body", *e_["loc"]], msg=e_["msg"], type=e_["type"]) for e_ in e.errors(include_url=False, include_input=False, include_context=False)])
-        if len(rows) > settings.max_batch: return None, _error(413, f"{len(rows)} records; at most {settings.max_batch} per request")
-        return rows, None
+            return None, None, _error(422, [dict(loc=["body", *e_["loc"]], msg=e_["msg"], type=e_["type"]) for e_ in e.errors(include_url=False, include_input=False, include_context=False)])
+        if len(rows) > settings.max_batch: return None, None, _error(413, f"{len(rows)} records; at most {settings.max_batch} per request")
+        return rows, body if listed else b"[" + body + b"]", None
 
     @app.get("/health", responses={200: {"description": "alive"}})
     async def health()->dict:
@@ -561,28 +583,29 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
                         media_type="application/json")
 
     async def admitted(request:Request)->tuple:
-        "(served model, validated rows, None) for a request that may be scored, else (None, None, the error response)."
-        if (denied := guard(request, "predict")): return None, None, denied
-        if (s := state["served"]) is None: return None, None, _error(503, "warming up")
-        rows, bad = await records(request)
-        return (None, None, bad) if bad else (s, rows, None)
+        "(served model, validated rows, the body as a JSON list, None) for a request that may be scored, else (None, None, None, the error response)."
+        if (denied := guard(request, "predict")): return None, None, None, denied
+        if (s := state["served"]) is None: return None, None, None, _error(503, "warming up")
+        rows, body, bad = await records(request)
+        return (None, None, None, bad) if bad else (s, rows, body, None)
 
     @app.post("/predict", openapi_extra={"requestBody": api["body"]}, responses={200: api["predicted"], **api["errors"]})
     async def predict(request:Request):
-        s, rows, refused = await admitted(request)
+        s, rows, body, refused = await admitted(request)
         if refused: return refused
         try: out = s.predict(rows) if len(rows) <= s.fast_rows else await asyncio.to_thread(s.predict, rows)
         except FEATURE_ERRORS as e: return _feature_error(e)
         rid = request.headers.get("x-request-id", "")
         rid = rid if 0 < len(rid) <= 64 and rid.replace("-", "").isalnum() else os.urandom(16).hex()     # the caller's id if it is sane, else 128 random bits
-        if state["log"]: state["log"].add(s.name, s.version, rid, rows, out)
+        answer = json.dumps(dict(model=s.name, version=s.version, request_id=rid, **out)).encode()
+        if state["log"]: state["log"].add_json(body, answer, len(rows))                                   # the bytes already at hand
         if drift: drift.add(s.package, rows, out)
         metrics.served(s.version, out)
-        return Response(json.dumps(dict(model=s.name, version=s.version, request_id=rid, **out)), media_type="application/json")
+        return Response(answer, media_type="application/json")
 
     @app.post("/explain", openapi_extra={"requestBody": api["body"]}, responses={200: api["explained"], **api["errors"]})
     async def explain(request:Request):
-        s, rows, refused = await admitted(request)
+        s, rows, _, refused = await admitted(request)
         if refused: return refused
         try: out = await asyncio.to_thread(s.explain, rows)
         except FEATURE_ERRORS as e: return _feature_error(e)

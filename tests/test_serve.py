@@ -171,6 +171,33 @@ def test_prediction_log_flushed_on_shutdown(served, models):
     assert {"time", "version", "request_id", "plan", "signup_date", "prediction", "probability"} <= set(logged.columns)
     assert set(logged["version"]) == {"v1", "v2"}
 
+def test_the_log_holds_exactly_what_was_sent_and_answered(models, tmp_path):
+    "Single and batch requests: every record is logged with the signature's types, beside its own outputs, version and request id."
+    sent = models["rows"].head(4).with_columns(plan=pl.Series(["basic", None, "never_seen", "premium"]))   # a missing and an unseen value
+    recs = records(sent)
+    with running_service("churn@v1", "--registry", str(models["registry"]), "--log-dir", str(tmp_path/"log"), env={"MLNB_API_KEYS": json.dumps(KEYS)}) as url:
+        one = httpx.post(f"{url}/predict", json=recs[0], headers={**APP, "x-request-id": "req-one"}).json()
+        many = httpx.post(f"{url}/predict", content=json.dumps(recs[1:], indent=2), headers={**APP, "content-type": "application/json"}).json()
+    logged = pl.read_parquet(tmp_path/"log"/"churn"/"**"/"*.parquet").sort("time", maintain_order=True)
+    inputs = [c for c in sent.columns if c not in ("customer_id", "email", "churned")]
+    assert logged.select(inputs).equals(sent.select(inputs))                       # values and types, row by row
+    assert logged["request_id"].to_list() == ["req-one"] + [many["request_id"]] * 3
+    assert logged["probability"].to_list() == one["probability"] + many["probability"]
+    assert logged["prediction"].to_list() == one["prediction"] + many["prediction"] and set(logged["version"]) == {"v1"}
+    assert logged.schema["time"] == pl.Datetime("us", "UTC") and "email" not in logged.columns
+
+def test_a_request_the_log_cannot_read_costs_only_itself(tmp_path, caplog):
+    from mlnb.serve import PredictionLog
+    log = PredictionLog(tmp_path, {"plan": pl.String, "email": pl.String}, pii=["email"], batch_rows=10**6, seconds=60)
+    log.add("toy", "v1", "r1", [{"plan": "a", "email": "x@y.z"}], {"prediction": [1], "probability": [0.7]})
+    log.add_json(b'[{"plan": "b"', b'{"model": "toy"}', 1)                         # cut short
+    log.add("toy", "v1", "r3", [{"plan": "c", "email": "u@v.w"}, {"plan": None, "email": None}], {"prediction": [0, 1], "probability": [0.2, 0.9]})
+    log.close()
+    logged = pl.read_parquet(next(tmp_path.rglob("*.parquet")))
+    assert logged.columns == ["time", "model", "version", "request_id", "plan", "prediction", "probability"]
+    assert logged.select("request_id", "plan", "prediction").rows() == [("r1", "a", 1), ("r3", "c", 0), ("r3", None, 1)]
+    assert "1 of 3 requests could not be read" in caplog.text
+
 def test_tampered_model_is_refused_at_start(models, tmp_path):
     copy = tmp_path/"v1"
     shutil.copytree(models["registry"]/"churn"/"v1", copy)
