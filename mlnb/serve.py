@@ -254,6 +254,11 @@ class Served:
     def explain(self, records:list[dict])->dict: return explain_matrix(self.package, self.features(records))
 
 # %% ../nbs/07_deploy.ipynb #eaabc1a6
+def _json_or_none(line:bytes):
+    "The JSON value of `line`, or None if it is not JSON."
+    try: return json.loads(line)
+    except ValueError: return None
+
 class PredictionLog:
     "Batched Parquet log of predictions, written off the request path."
     def __init__(self, folder:str|Path, schema:dict, pii:list[str]=(), batch_rows:int=1000, seconds:float=5.0,
@@ -295,7 +300,10 @@ class PredictionLog:
 
     def _parse(self, lines:list[bytes])->pl.DataFrame:
         "The queued requests, parsed by polars (off the GIL), one row per record; a request polars cannot read is left out and counted."
-        first = json.loads(lines[0])
+        first = next((d for d in map(_json_or_none, lines) if isinstance(d, dict) and isinstance(d.get("out"), dict)), None)
+        if first is None:                                                     # nothing readable: say so, write nothing
+            logging.getLogger("mlnb.serve").error("prediction log: %d of %d requests could not be read and are not logged", len(lines), len(lines))
+            return pl.DataFrame()
         outputs = {k: pl.Series(v).dtype for k, v in first["out"].items() if k not in ("model", "version", "request_id")}
         schema = {"time": pl.Float64, "in": pl.List(pl.Struct(self.schema)),     # columns not in the schema (PII) are never read
                   "out": pl.Struct({"model": pl.String, "version": pl.String, "request_id": pl.String, **{k: pl.List(t) for k, t in outputs.items()}})}

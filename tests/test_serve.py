@@ -189,14 +189,18 @@ def test_the_log_holds_exactly_what_was_sent_and_answered(models, tmp_path):
 def test_a_request_the_log_cannot_read_costs_only_itself(tmp_path, caplog):
     from mlnb.serve import PredictionLog
     log = PredictionLog(tmp_path, {"plan": pl.String, "email": pl.String}, pii=["email"], batch_rows=10**6, seconds=60)
+    log.add_json(b'[{"plan": "b"', b'{"model": "toy"}', 1)                         # cut short, and first: the others are still read
     log.add("toy", "v1", "r1", [{"plan": "a", "email": "x@y.z"}], {"prediction": [1], "probability": [0.7]})
-    log.add_json(b'[{"plan": "b"', b'{"model": "toy"}', 1)                         # cut short
     log.add("toy", "v1", "r3", [{"plan": "c", "email": "u@v.w"}, {"plan": None, "email": None}], {"prediction": [0, 1], "probability": [0.2, 0.9]})
     log.close()
     logged = pl.read_parquet(next(tmp_path.rglob("*.parquet")))
     assert logged.columns == ["time", "model", "version", "request_id", "plan", "prediction", "probability"]
     assert logged.select("request_id", "plan", "prediction").rows() == [("r1", "a", 1), ("r3", "c", 0), ("r3", None, 1)]
     assert "1 of 3 requests could not be read" in caplog.text
+    nothing = PredictionLog(tmp_path/"none", {"plan": pl.String}, batch_rows=10**6, seconds=60)
+    nothing.add_json(b'[{"plan"', b'{', 1)
+    nothing.close()                                                                  # nothing readable: no file, a clear log line
+    assert not list((tmp_path/"none").rglob("*.parquet")) and "1 of 1 requests could not be read" in caplog.text
 
 def test_tampered_model_is_refused_at_start(models, tmp_path):
     copy = tmp_path/"v1"
