@@ -300,10 +300,9 @@ class PredictionLog:
 
     def _parse(self, lines:list[bytes])->pl.DataFrame:
         "The queued requests, parsed by polars (off the GIL), one row per record; a request polars cannot read is left out and counted."
+        unread = lambda n: logging.getLogger("mlnb.serve").error("prediction log: %d of %d requests could not be read and are not logged", n, len(lines))
         first = next((d for d in map(_json_or_none, lines) if isinstance(d, dict) and isinstance(d.get("out"), dict)), None)
-        if first is None:                                                     # nothing readable: say so, write nothing
-            logging.getLogger("mlnb.serve").error("prediction log: %d of %d requests could not be read and are not logged", len(lines), len(lines))
-            return pl.DataFrame()
+        if first is None: unread(len(lines)); return pl.DataFrame()          # nothing readable: say so, write nothing
         outputs = {k: pl.Series(v).dtype for k, v in first["out"].items() if k not in ("model", "version", "request_id")}
         schema = {"time": pl.Float64, "in": pl.List(pl.Struct(self.schema)),     # columns not in the schema (PII) are never read
                   "out": pl.Struct({"model": pl.String, "version": pl.String, "request_id": pl.String, **{k: pl.List(t) for k, t in outputs.items()}})}
@@ -313,7 +312,7 @@ class PredictionLog:
             parts = []
             for line in lines:
                 with contextlib.suppress(pl.exceptions.PolarsError): parts.append(read([line]))
-            logging.getLogger("mlnb.serve").error("prediction log: %d of %d requests could not be read and are not logged", len(lines) - len(parts), len(lines))
+            unread(len(lines) - len(parts))
             frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
         out = pl.col("out").struct
         return (frame.select(pl.from_epoch((pl.col("time") * 1e6).cast(pl.Int64), time_unit="us").dt.replace_time_zone("UTC").alias("time"),
@@ -554,14 +553,14 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
 
     async def records(request, adapter_many=many):
         "(records, the body as a JSON list, None) or (None, None, error answer): the size limits, then strict validation."
-        size, too_big = request.headers.get("content-length"), _error(413, f"body larger than {settings.max_body_bytes} bytes")
-        if size and size.isdigit() and int(size) > settings.max_body_bytes: return None, None, too_big
+        size, too_big = request.headers.get("content-length"), lambda: _error(413, f"body larger than {settings.max_body_bytes} bytes")
+        if size and size.isdigit() and int(size) > settings.max_body_bytes: return None, None, too_big()
         if size and size.isdigit(): body = await request.body()          # declared and within the limit (the server enforces the length)
         else:                                                              # chunked: count while reading
             body = bytearray()
             async for chunk in request.stream():
                 body += chunk
-                if len(body) > settings.max_body_bytes: return None, None, too_big
+                if len(body) > settings.max_body_bytes: return None, None, too_big()
             body = bytes(body)
         try:
             listed = body.lstrip()[:1] == b"["
@@ -782,7 +781,6 @@ def serve(settings:ServeSettings, port:int=8000, workers:int=1, ssl_certfile:str
     "Serve until stopped (SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush the prediction log)."
     import uvicorn
     load_keys(settings)                           # refuse early: no keys on a public address
-    worker_socket(settings.host, port).close()    # and on a port that is taken, with a clear error
     kw = dict(host=settings.host, port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False,
               timeout_graceful_shutdown=graceful_s, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
     if workers > 1:
@@ -790,7 +788,9 @@ def serve(settings:ServeSettings, port:int=8000, workers:int=1, ssl_certfile:str
         try: run_workers("mlnb.serve:app_from_env", workers, {"MLNB_SERVE_SETTINGS": json.dumps(settings._asdict())}, **kw)
         finally:
             if own: shutil.rmtree(own, ignore_errors=True)
-    else: uvicorn.run(create_app(settings, package), **kw)
+    else:
+        worker_socket(settings.host, port).close()    # a taken port: a clear error (run_workers checks it for N workers)
+        uvicorn.run(create_app(settings, package), **kw)
 
 # %% ../nbs/07_deploy.ipynb #99a17b3b
 def free_port(host:str="127.0.0.1")->int:
