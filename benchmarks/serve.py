@@ -156,21 +156,20 @@ def main(quick: bool, rounds: int):
     res = dict(trees=trees, seconds=seconds, rounds=rounds, record=ctx["record"])
     servers = {}
     try:
-        for kind, workers in SERVERS:                         # all of them up at once: idle ones cost nothing, and a round takes
-            servers[kind, workers] = start(kind, ctx, workers)  # seconds, so the machine's drift barely moves a ratio within it
-        for rnd in range(rounds):                             # each round runs every server once, in an order that rotates
-            for kind, workers in SERVERS[rnd % len(SERVERS):] + SERVERS[:rnd % len(SERVERS)]:
-                port = servers[kind, workers][1]
-                wrk(port, body, 1)                            # warm-up
-                res.setdefault(f"{kind}_{workers}w_rps_rounds", []).append(round(wrk(port, body, seconds)))
-                if workers == 1:                              # latency at a quarter of this server's saturated rate, every round
-                    res.setdefault(f"{kind}_1w_latency_rounds", []).append(client_process(port, body, res[f"{kind}_1w_rps_rounds"][-1] / 4, seconds))
-        for proc, _ in servers.values(): stop(proc)
-        servers.clear()
+        try:
+            for kind, workers in SERVERS:                         # all of them up at once: idle ones cost nothing, and a round takes
+                servers[kind, workers] = start(kind, ctx, workers)  # seconds, so the machine's drift barely moves a ratio within it
+            for rnd in range(rounds):                             # each round runs every server once, in an order that rotates
+                for kind, workers in SERVERS[rnd % len(SERVERS):] + SERVERS[:rnd % len(SERVERS)]:
+                    port = servers[kind, workers][1]
+                    wrk(port, body, 1)                            # warm-up
+                    res.setdefault(f"{kind}_{workers}w_rps_rounds", []).append(round(wrk(port, body, seconds)))
+                    if workers == 1:                              # latency at a quarter of this server's saturated rate, every round
+                        res.setdefault(f"{kind}_1w_latency_rounds", []).append(client_process(port, body, res[f"{kind}_1w_rps_rounds"][-1] / 4, seconds))
+        finally:                                                  # stopped before batch scoring, which then has the cores to itself
+            for proc, _ in servers.values(): stop(proc)
         res["batch"] = batch(ctx, 20_000 if quick else 100_000)
-    finally:
-        for proc, _ in servers.values(): stop(proc)
-        shutil.rmtree(base, ignore_errors=True)
+    finally: shutil.rmtree(base, ignore_errors=True)
     med = lambda xs: round(statistics.median(xs), 3)
     per_round = lambda a, b: [x / y for x, y in zip(res[f"{a}_rps_rounds"], res[f"{b}_rps_rounds"])]
     for kind, workers in SERVERS: res[f"{kind}_{workers}w_rps"] = round(statistics.median(res[f"{kind}_{workers}w_rps_rounds"]))
