@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_runner.ipynb #b35dfc43
 from __future__ import annotations
-import contextlib, datetime as dt, importlib, json, os, re, secrets, shutil, sys, tempfile, threading, time
+import contextlib, datetime as dt, functools, importlib, json, os, re, secrets, shutil, sys, tempfile, threading, time
 from pathlib import Path
 from .core import MlnbError, digest, folder_digests, load_json, save_json, sha256_file
 from .config import Config, load_config, save_config
@@ -13,8 +13,8 @@ from .steps import JOBS, STEPS, STEP_NAMES, Step, get_step, notebooks_dir
 # %% auto #0
 __all__ = ['SHARED_MODULES', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests',
            'external_digests', 'fingerprint', 'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree',
-           'StepFailed', 'start_kernel', 'stop_kernel', 'ipc_kernel', 'KernelPool', 'execute_step', 'cell_seconds',
-           'PipelineRun', 'run_pipeline', 'recorded_config', 'reproduce']
+           'StepFailed', 'start_kernel', 'stop_kernel', 'ipc_kernel', 'KernelPool', 'running_cell', 'execute_step',
+           'cell_seconds', 'PipelineRun', 'run_pipeline', 'recorded_config', 'reproduce']
 
 # %% ../nbs/14_runner.ipynb #1ac78743
 def parse_steps(spec:str|None)->list[Step]:
@@ -121,20 +121,21 @@ def _same_fs(a, b)->bool:
 # %% ../nbs/14_runner.ipynb #4f6e849e
 class StepFailed(MlnbError):
     "A step notebook raised: names the step, the notebook and the cell."
-    def __init__(self, step:str, notebook:Path, cell:int|None, source:str, error:str):
+    def __init__(self, step:str, notebook:Path, cell:int|None, source:str, error:str, fix:str|None=None):
         self.step, self.notebook, self.cell, self.error = step, notebook, cell, error
         where = f"step {step}, cell {cell} of {notebook}" if cell is not None else f"step {step} ({notebook})"
         line = next((l for l in source.splitlines() if l.strip() and not l.startswith("#")), "").strip()
         super().__init__(f"{error}" + (f"\n  in: {line}" if line else ""), where=where,
-                         fix=f"open the executed notebook for the full traceback; after fixing, continue with `mlnb run --resume <run_id>`.")
+                         fix=f"{fix or 'open the executed notebook for the full traceback'}; after fixing, continue with `mlnb run --resume <run_id>`.")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-def start_kernel(cwd:str|Path, warm:str|None=None):
-    "Start a kernel on Unix sockets in a private temporary folder; optionally import module `warm` in it, silently."
+def start_kernel(cwd:str|Path, warm:tuple[str, ...]=()):
+    "Start a kernel on Unix sockets in a private temporary folder; import the modules `warm` in it, silently."
     from jupyter_client.manager import KernelManager
     sockets = Path(tempfile.mkdtemp(prefix="mlnb-kernel-"))   # short path: Unix socket names are limited to ~100 bytes
-    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(sockets/"k"))
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(sockets/"k"),   # an async client for papermill: a blocking one
+                       client_class="jupyter_client.asynchronous.AsyncKernelClient")  # stalls nbclient's event loop, and a dead kernel hangs the run
     km.sockets = sockets
     with open(Path(cwd)/"kernels.log", "ab") as log:   # the kernel's own stdout/stderr, not the user's terminal
         km.start_kernel(cwd=str(cwd), stdout=log, stderr=log)
@@ -142,7 +143,7 @@ def start_kernel(cwd:str|Path, warm:str|None=None):
         kc = km.blocking_client(); kc.start_channels()
         try:
             kc.wait_for_ready(timeout=60)
-            kc.execute_interactive(f"__import__('importlib').import_module({warm!r})", silent=True, store_history=False, timeout=300)
+            kc.execute_interactive(f"[__import__('importlib').import_module(m) for m in {tuple(warm)!r}]", silent=True, store_history=False, timeout=300)
         finally: kc.stop_channels()
     return km
 
@@ -161,7 +162,7 @@ def ipc_kernel(cwd:str|Path="."):
 
 # %% ../nbs/14_runner.ipynb #d5ab9506
 class KernelPool:
-    "Prepares one kernel ahead: the next step's, warmed with its module."
+    "Prepares one kernel ahead: the next step's, warmed with its module and the libraries it will import."
     def __init__(self, cwd:str|Path):
         self.cwd, self._ready = Path(cwd), None
 
@@ -171,7 +172,7 @@ class KernelPool:
         if step is None: return
         slot = dict(step=step.name)
         def work():
-            try: slot["km"] = start_kernel(self.cwd, f"mlnb.{step.module}")
+            try: slot["km"] = start_kernel(self.cwd, (f"mlnb.{step.module}", *step.warm))
             except Exception as e: slot["error"] = e        # the step will start its own kernel and report any error
         slot["thread"] = threading.Thread(target=work, daemon=True); slot["thread"].start()
         self._ready = slot
@@ -193,6 +194,27 @@ class KernelPool:
             if "km" in slot: stop_kernel(slot["km"])
 
 # %% ../nbs/14_runner.ipynb #20e835b3
+@functools.cache
+def _engine()->str:
+    "Register papermill's nbclient engine, changed to write the executed notebook once, at the end; returns its name."
+    from papermill.engines import NBClientEngine, papermill_engines
+    class WriteOnce(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, partial:str|None=None, **kwargs):
+            try: return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            except BaseException:             # the kernel died: papermill's closing save keeps the notebook as far as it got
+                nb_man.output_path = partial
+                raise
+    papermill_engines.register("mlnb", WriteOnce)
+    return "mlnb"
+
+def running_cell(notebook:Path)->tuple[int|None, str]:
+    "Position and source of the last cell papermill started in a (partly) executed notebook; (None, '') if none."
+    try: cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError): return None, ""
+    started = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    return (started[-1] + 1, "".join(cells[started[-1]]["source"])) if started else (None, "")
+
 def execute_step(step:Step, config_path:Path, run_dir:Path, km=None)->Path:
     "Execute a step notebook with papermill into `run_dir/<step>/`; raise `StepFailed` on error."
     import papermill as pm
@@ -203,7 +225,8 @@ def execute_step(step:Step, config_path:Path, run_dir:Path, km=None)->Path:
     km = km or start_kernel(run_dir)
     try:
         pm.execute_notebook(str(src), str(out), kernel_name="python3", progress_bar=False, km=km, log_output=False,
-                            parameters=dict(config_path=str(config_path), run_dir=str(run_dir)))
+                            parameters=dict(config_path=str(config_path), run_dir=str(run_dir)),
+                            engine_name=_engine(), request_save_on_cell_execute=False, partial=str(out))
     except pm.PapermillExecutionError as e:
         error = f"{e.ename}: {_ANSI.sub('', e.evalue)}"
         if e.ename not in ("MlnbError", "StepFailed") and e.traceback:
@@ -211,7 +234,10 @@ def execute_step(step:Step, config_path:Path, run_dir:Path, km=None)->Path:
             if frames: error += "\n  raised at: " + frames[-1].strip().splitlines()[0]
         raise StepFailed(step.name, out, e.cell_index + 1, e.source, error) from None
     except Exception as e:   # the kernel died (out of memory, a crash) or could not start
-        raise StepFailed(step.name, out, None, "", f"{type(e).__name__}: {e} (the kernel's own log: {run_dir/'kernels.log'})") from None
+        cell, source = running_cell(out)
+        raise StepFailed(step.name, out, cell, source, f"{type(e).__name__}: {e}",
+                         fix=f"the kernel died or could not start, without a Python error (out of memory? a crash in native code?); "
+                             f"its own output is in {run_dir/'kernels.log'}") from None
     finally:
         stop_kernel(km)
         shutil.rmtree(src.parent, ignore_errors=True)
@@ -319,6 +345,11 @@ class PipelineRun:
         return self.record
 
 # %% ../nbs/14_runner.ipynb #f6c4243f
+def _preload(modules:list[str]):
+    "Import `modules` ahead of need; one that fails is left for the code that uses it to report."
+    for m in modules:
+        with contextlib.suppress(Exception): importlib.import_module(m)
+
 def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
                  overrides:list[str]=(),            # "key=value" overrides
                  steps:str|None=None,               # --steps spec; None = all
@@ -335,6 +366,9 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
     echo(f"run {run_dir.name}: {len(todo)} step(s) -> {run_dir}  (W&B {run.mode})")
     upcoming = lambda i: next((s for s in plan[i:] if s.name in chosen), None)   # the next step that may execute
     run.pool.prepare(upcoming(0))
+    if upcoming(0):    # what the runner itself will import (~2.5 s in all), while the first kernel starts
+        preload = [*dict.fromkeys(s.external.rsplit(".", 1)[0] for s in plan if s.external), "papermill"]
+        threading.Thread(target=_preload, args=(preload,), daemon=True).start()
     try:
         if cfg.data.synthetic and not cfg.data.snapshot and plan[0].name == "00_data":
             from mlnb.data import write_churn_sources

@@ -25,6 +25,7 @@ class Step:
     sections: tuple = ()    # config keys in its fingerprint: sections (`train`) or dotted keys (`problem.task`)
     cache: bool = True      # False: always re-run (steps with effects beyond the run folder)
     external: str|None = None  # "module.function" giving digests of inputs outside the run (cfg -> dict), for the fingerprint
+    warm: tuple = ()        # libraries its code imports on demand, imported ahead in the kernel prepared for it
 
     @property
     def notebook(self)->str: return f"{self.name}.ipynb"
@@ -36,24 +37,29 @@ class Step:
 
 _SPLITS = ("02_features/train.parquet", "02_features/valid.parquet", "02_features/preprocessing.json", "02_features/split.json")
 STEPS = (
-    Step("00_data",     "data",     "run_data",     (),                                        ("data",), external="mlnb.data.source_digests"),
-    Step("01_validate", "validate", "run_validate", ("00_data/snapshot.parquet",),             ("data", "validate"), external="mlnb.validate.contract_digest"),
-    Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "problem.task", "evaluate.slices", "evaluate.sensitive")),
-    Step("03_train",    "train",    "run_train",    _SPLITS,                                   ("seed", "data", "problem", "train")),
-    Step("04_tune",     "tune",     "run_tune",     _SPLITS,                                   ("seed", "data", "problem", "train", "tune")),
+    Step("00_data",     "data",     "run_data",     (),                                        ("data",), external="mlnb.data.source_digests",
+         warm=("sqlalchemy",)),
+    Step("01_validate", "validate", "run_validate", ("00_data/snapshot.parquet",),             ("data", "validate"), external="mlnb.validate.contract_digest",
+         warm=("pandera.polars", "matplotlib.pyplot")),
+    Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "problem.task", "evaluate.slices", "evaluate.sensitive"),
+         warm=("lightgbm",)),
+    Step("03_train",    "train",    "run_train",    _SPLITS,                                   ("seed", "data", "problem", "train"), warm=("matplotlib.pyplot",)),
+    Step("04_tune",     "tune",     "run_tune",     _SPLITS,                                   ("seed", "data", "problem", "train", "tune"),
+         warm=("alembic", "sklearn.linear_model", "matplotlib.pyplot")),
     Step("05_evaluate", "evaluate", "run_evaluate", ("00_data/manifest.json", "00_data/snapshot.parquet", "02_features/test.parquet", *_SPLITS, "03_train/baselines.json", "04_tune/model.txt"),
-         ("seed", "data", "problem", "evaluate", "package.model_name", "package.registry")),
+         ("seed", "data", "problem", "evaluate", "package.model_name", "package.registry"), warm=("shap", "matplotlib.pyplot")),
     Step("06_package",  "registry", "run_package",  ("00_data/manifest.json", "02_features/train.parquet", "02_features/test.parquet", *_SPLITS[2:],
                                                      "04_tune/model.txt", "04_tune/best_params.json", "05_evaluate/metrics.json", "05_evaluate/gate.json",
                                                      "05_evaluate/model_card.md"),
-         ("seed", "data", "package", "monitor.exclude", "monitor.bins", "monitor.sketch", "monitor.max_categories")),
+         ("seed", "data", "package", "monitor.exclude", "monitor.bins", "monitor.sketch", "monitor.max_categories"),
+         warm=("lightgbm", "onnxmltools", "onnxruntime")),
     Step("07_deploy",   "serve",    "run_deploy",   ("02_features/test.parquet", "05_evaluate/gate.json", "06_package/registered.json"),
-         ("data", "package", "deploy", "serve"), cache=False),
+         ("data", "package", "deploy", "serve"), cache=False, warm=("lightgbm", "httpx")),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 # Jobs: step notebooks that run only when asked for (`mlnb monitor` = `mlnb run --steps 08`), with the same
 # run folder, record, executed notebook and W&B logging as a pipeline step.
-JOBS = (Step("08_monitor", "monitor", "run_monitor", (), ("package", "serve", "monitor"), cache=False),)
+JOBS = (Step("08_monitor", "monitor", "run_monitor", (), ("package", "serve", "monitor"), cache=False, warm=("matplotlib.pyplot",)),)
 
 def get_step(name:str)->Step:
     "Look a step up by its full name (`03_train`), number (`03`, `3`) or short name (`train`)."

@@ -120,3 +120,41 @@ def test_cache_survives_an_equivalent_newer_upstream_result(first_run, project, 
     assert res.returncode == 0, res.stdout + res.stderr
     rec = load_run(project, run_id_of(res))
     assert [n for n, s in rec["steps"].items() if s["status"] == "reused"] == list(STEP_NAMES[:-1])
+
+def _tiny_step(monkeypatch, *sources):
+    "Make the pipeline execute a notebook of these code cells (after a parameters cell) for any step."
+    import mlnb.runner as R
+    cells = [dict(cell_type="code", id=f"c{i}", metadata=dict(tags=["parameters"]) if i == 0 else {}, execution_count=None, outputs=[], source=s)
+             for i, s in enumerate(("config_path = None\nrun_dir = None", *sources))]
+    nb = dict(nbformat=4, nbformat_minor=5, cells=cells, metadata=dict(kernelspec=dict(name="python3", display_name="Python 3", language="python")))
+    monkeypatch.setattr(R, "pipeline_notebook", lambda step: nb)
+    return R
+
+@pytest.mark.timeout(120)
+def test_a_kernel_that_dies_fails_the_step_at_once_naming_the_cell(tmp_path, monkeypatch):
+    from mlnb.steps import get_step
+    R = _tiny_step(monkeypatch, "print('before')", "import os\nos._exit(3)", "print('never')")
+    t = time.perf_counter()
+    with pytest.raises(R.StepFailed) as e: R.execute_step(get_step("03_train"), tmp_path/"config.yaml", tmp_path)
+    assert time.perf_counter() - t < 60, "a dead kernel must fail the step, not hang the run"
+    out = tmp_path/"03_train"/"03_train.ipynb"
+    assert e.value.cell == 4 and "DeadKernelError" in e.value.error      # cells: parameters, injected parameters, print, exit
+    msg = str(e.value)
+    assert f"step 03_train, cell 4 of {out}" in msg and "in: import os" in msg and str(tmp_path/"kernels.log") in msg
+    cells = json.loads(out.read_text())["cells"]                         # the notebook as far as it got
+    assert "before" in json.dumps(cells[2]["outputs"])
+    assert not cells[4]["outputs"] and not cells[4]["metadata"]["papermill"]["start_time"]
+
+@pytest.mark.timeout(120)
+def test_the_executed_notebook_is_written_once(tmp_path, monkeypatch):
+    "papermill would rewrite it before and after every cell; the runner writes it when the step ends."
+    import papermill.engines, papermill.execute
+    from mlnb.steps import get_step
+    R = _tiny_step(monkeypatch, *[f"x = {i}" for i in range(10)], "print(x)")
+    writes = []
+    for mod in (papermill.engines, papermill.execute):
+        monkeypatch.setattr(mod, "write_ipynb", lambda nb, path, write=mod.write_ipynb: (writes.append(path), write(nb, path)))
+    out = R.execute_step(get_step("03_train"), tmp_path/"config.yaml", tmp_path)
+    assert writes == [str(out)]
+    cells = json.loads(out.read_text())["cells"]
+    assert "".join(cells[-1]["outputs"][0]["text"]) == "9\n" and R.cell_seconds(out) > 0
