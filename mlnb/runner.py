@@ -365,9 +365,9 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
     plan, chosen, failed = _closure(todo), {s.name for s in todo}, None
     echo(f"run {run_dir.name}: {len(todo)} step(s) -> {run_dir}  (W&B {run.mode})")
     upcoming = lambda i: next((s for s in plan[i:] if s.name in chosen), None)   # the next step that may execute
-    run.pool.prepare(upcoming(0))
-    if upcoming(0):    # what the runner itself will import (~2.5 s in all), while the first kernel starts
-        preload = [*dict.fromkeys(s.external.rsplit(".", 1)[0] for s in plan if s.external), "papermill"]
+    run.pool.prepare(first := upcoming(0))
+    if first:          # what the runner itself will import (~2.5 s in all), while the first kernel starts
+        preload = [*dict.fromkeys(s.external.rpartition(".")[0] for s in plan if s.external), "papermill"]
         threading.Thread(target=_preload, args=(preload,), daemon=True).start()
     try:
         if cfg.data.synthetic and not cfg.data.snapshot and plan[0].name == "00_data":
