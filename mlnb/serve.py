@@ -11,7 +11,7 @@ __all__ = ['FEATURE_ERRORS', 'polars_dtype', 'field_type', 'unseen_policy', 'rec
            'run_deploy']
 
 # %% ../nbs/07_deploy.ipynb #8b94ba41
-import asyncio, collections, contextlib, datetime as dt, gc, io, ipaddress, itertools, json, logging, math, os, secrets, shutil, socket, subprocess, sys, tempfile, threading, time
+import asyncio, bisect, collections, contextlib, datetime as dt, gc, io, ipaddress, itertools, json, logging, math, os, secrets, shutil, socket, subprocess, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -382,7 +382,7 @@ def load_keys(settings:ServeSettings):
 
 # %% ../nbs/07_deploy.ipynb #fbfe6464
 class Metrics:
-    "The service's Prometheus metrics, in a registry of its own."
+    "The service's Prometheus metrics, in a registry of its own; requests are tallied in plain Python and `publish` adds the tallies to them."
     def __init__(self):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
         self.registry = CollectorRegistry(auto_describe=True)
@@ -395,12 +395,18 @@ class Metrics:
                                 buckets=(.05, .1, .2, .3, .4, .5, .6, .7, .8, .9, .95))
         self.model = Gauge("mlnb_model_info", "1 for the model version being served", ["model", "version"], registry=self.registry, **multi)
         self.reloads = Counter("mlnb_model_reloads", "Hot reloads by outcome", ["outcome"], registry=self.registry)
-        self._children = {}
+        self._children, self._counts, self._sums = {}, collections.Counter(), {}
+
+    def _tally(self, histogram, value:float):
+        "One observation of a histogram child, held until `publish` (NaN is not counted)."
+        if value != value: return
+        if (h := self._sums.get(histogram)) is None: h = self._sums[histogram] = [0.0, [0] * len(histogram._upper_bounds)]
+        h[0] += value; h[1][bisect.bisect_left(histogram._upper_bounds, value)] += 1      # the first bucket with value <= bound
 
     def observe(self, route:str, method:str, status:int, seconds:float):
         key = (route, method, status)
         if (c := self._children.get(key)) is None: c = self._children[key] = (self.requests.labels(route, method, str(status)), self.latency.labels(route, str(status)))
-        c[0].inc(); c[1].observe(seconds)
+        self._counts[c[0]] += 1; self._tally(c[1], seconds)
 
     def served(self, version:str, outputs:dict):
         "Count one request's predictions (label children are looked up once per version and class)."
@@ -408,14 +414,24 @@ class Metrics:
         scores, classes = c
         p = outputs["prediction"]
         if "probabilities" not in outputs:
-            for s in outputs.get("probability", p): scores.observe(s)
+            for s in outputs.get("probability", p): self._tally(scores, s)
         if "probability" not in outputs and "probabilities" not in outputs: p = ["value"] * len(p)
         for k in p:
             if (n := classes.get(k)) is None: n = classes[k] = self.predictions.labels(version, str(k))
-            n.inc()
+            self._counts[n] += 1
+
+    def publish(self):
+        "Add the tallies to the Prometheus values (the shared files, with several workers) and start new ones."
+        counts, sums, self._counts, self._sums = self._counts, self._sums, collections.Counter(), {}
+        for child, n in counts.items(): child.inc(n)
+        for child, (total, buckets) in sums.items():     # prometheus_client only adds one observation at a time: these are the slots
+            child._sum.inc(total)                         # its `observe` updates (the notebook checks the result matches `observe`)
+            for slot, n in zip(child._buckets, buckets):
+                if n: slot.inc(n)
 
     def exposition(self)->bytes:
         from prometheus_client import generate_latest
+        self.publish()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import CollectorRegistry, multiprocess
             registry = CollectorRegistry(); multiprocess.MultiProcessCollector(registry)
@@ -527,6 +543,12 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
             refused = target if status == 409 else None
             if status == 409 or answer["status"] == "swapped": logging.getLogger("mlnb.serve").warning("following %s: %s", settings.model, answer)
 
+    async def publish_every(seconds:float):
+        "Publish the metric tallies regularly, so an idle worker's last requests still reach `/metrics`."
+        while True:
+            await asyncio.sleep(seconds)
+            metrics.publish()
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         if settings.log_dir:
@@ -536,8 +558,10 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
         await warm(package)              # a worker takes connections only once warm (others keep the shared socket busy)
         gc.collect(); gc.freeze()        # the loaded libraries and model leave the collector's scans: less time per request
         watcher = asyncio.create_task(follow()) if settings.watch_seconds and "@" in settings.model else None
+        publisher = asyncio.create_task(publish_every(1.0))
         yield
         if watcher: watcher.cancel()
+        publisher.cancel(); metrics.publish()
         if state["log"]: await asyncio.to_thread(state["log"].close)
 
     app = FastAPI(title=f"mlnb: {package.name}", version=package.version, lifespan=lifespan,
@@ -749,9 +773,14 @@ def run_workers(factory:str,        # "module:function" returning the app, impor
     worker_socket(kw["host"], kw["port"]).close()        # a taken port fails here, before any worker starts
     spawn, stop, log = multiprocessing.get_context("spawn"), threading.Event(), logging.getLogger("mlnb.serve")
     failures = spawn.SimpleQueue()
+    share = None if "POLARS_MAX_THREADS" in os.environ else str(max(1, (os.cpu_count() or 1) // workers))
     def start():
         p = spawn.Process(target=_worker, args=(factory, env or {}, kw, failures), name="mlnb-serve-worker")
-        p.start(); return p
+        if share: os.environ["POLARS_MAX_THREADS"] = share     # polars reads it when the worker imports it: each worker's pool gets its share
+        try: p.start()                                          # of the cores, not N pools sized for the whole machine fighting over them
+        finally:
+            if share: del os.environ["POLARS_MAX_THREADS"]
+        return p
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     procs, failed = [start() for _ in range(workers)], None
     try:

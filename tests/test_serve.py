@@ -256,8 +256,11 @@ def test_two_workers_follow_the_alias(models, tmp_path):
         set_alias(registry, "churn", "staging", "v2", reason="test follow")
         time.sleep(1.5)
         assert versions() == {"v2"}
-        text = httpx.get(f"{url}/metrics").text
-        assert 'mlnb_requests_total{method="POST",route="/predict",status="200"} 80.0' in text
+        total = 'mlnb_requests_total{method="POST",route="/predict",status="200"} 80.0'
+        for _ in range(30):                               # each worker publishes its tallies every second
+            if total in (text := httpx.get(f"{url}/metrics").text): break
+            time.sleep(0.2)
+        assert total in text, text
 
 def workers_of(port: int) -> tuple[int, list[int]]:
     "The `mlnb serve` parent listening on `port` and its worker processes (Linux /proc)."
@@ -280,13 +283,17 @@ def wait_for(check, seconds: float = 60):
         time.sleep(0.1)
 
 def test_each_worker_has_its_own_socket_and_takes_a_share(models, tmp_path):
-    "With --workers 2 each worker listens on the port itself (SO_REUSEPORT), so new connections reach both, not whichever woke first."
+    "With --workers 2 each worker listens on the port itself (SO_REUSEPORT), so new connections reach both, not whichever woke first; each sizes polars' pool to its share of the cores."
     rec = records(models["rows"].head(1))[0]
     with running_service("churn@v1", "--registry", str(models["registry"]), "--workers", "2", "--log-dir", str(tmp_path/"log"),
                          env={"MLNB_API_KEYS": json.dumps(KEYS)}) as url:
         port = int(url.rsplit(":", 1)[1])
         wait_for(lambda: listening(port) == 2)
-        assert len(workers_of(port)[1]) == 2
+        kids = workers_of(port)[1]
+        assert len(kids) == 2
+        share = f"POLARS_MAX_THREADS={max(1, os.cpu_count() // 2)}".encode()     # each worker's polars pool gets its share of the cores
+        assert "POLARS_MAX_THREADS" not in os.environ, "the test checks the default: unset POLARS_MAX_THREADS"
+        assert all(share in Path(f"/proc/{k}/environ").read_bytes().split(b"\0") for k in kids)
         for _ in range(200): assert httpx.post(f"{url}/predict", json=rec, headers=APP).status_code == 200   # a new connection each
     per_worker = collections.Counter(f.name.split("-")[1] for f in (tmp_path/"log").rglob("*.parquet") for _ in range(pl.read_parquet(f).height))
     assert len(per_worker) == 2 and sum(per_worker.values()) == 200 and min(per_worker.values()) >= 40, per_worker
