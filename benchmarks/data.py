@@ -1,6 +1,6 @@
 """Data benchmark: generate, collect, validate and build features on large synthetic data, with a pandas baseline.
 
-    python benchmarks/data.py                                  # 1M and 10M customers, 3 repeats of the feature stages
+    python benchmarks/data.py                                  # 1M and 10M customers, 5 repeats of the feature stages
     python benchmarks/data.py --sizes 1000000 --repeats 3
     python benchmarks/data.py --sizes 1000000 10000000 --large-repeats 1
 
@@ -28,7 +28,8 @@ RSS is its own (`ru_maxrss` of the finished child, from `os.wait4`):
 medians on the same split.
 rows/s = snapshot rows (customers) / seconds of the stage's work, timed inside the process (interpreter start
 and imports excluded; for the feature stages, reading the Parquet snapshot is timed separately and excluded
-from the throughput). The feature stages are repeated (`--repeats`, medians; `--large-repeats` above 2M rows).
+from the throughput). The feature stages are repeated (`--repeats`, medians; `--large-repeats` above 2M rows),
+polars and pandas alternating (ABBA), so a slow spell of the machine falls on both.
 Generated data lives in a temporary folder under /tmp, deleted after each size. The figures are written between
 the markers in benchmarks/README.md and to benchmarks/results/data.json.
 """
@@ -97,6 +98,7 @@ def _read_snapshot(work:Path, read)->tuple:
     return df, time.perf_counter() - t
 
 def stage_features(work:Path, rows:int)->dict:
+    import numpy.ma, numpy.random   # loaded on first use (polars' numpy conversion, the sample's draw); pandas loads both itself
     import polars as pl
     from mlnb.features import Preprocessor, excluded_columns, infer_task, split_frame
     cfg = _config()
@@ -231,17 +233,21 @@ def run_stage(stage:str, work:Path, rows:int)->dict:
 def bench_size(rows:int, repeats:int, base:Path)->dict:
     work = Path(tempfile.mkdtemp(prefix=f"mlnb-data-{rows}-", dir=base))
     try:
-        res = {}
-        for stage in STAGES:
-            n = repeats if stage.endswith("features") else 1
-            load = os.getloadavg()[0]                              # other processes on the machine inflate wall times
-            runs = [run_stage(stage, work, rows) for _ in range(n)]
+        res, pair = {}, ("features", "pandas-features")
+        def record(stage:str, runs:list[dict], load:float):
             secs = statistics.median(r["seconds"] for r in runs)
             res[stage] = runs[0] | dict(seconds=secs, rows_per_s=rows / secs, peak_rss_gib=max(r["peak_rss_gib"] for r in runs),
-                                       repeats=n, all_seconds=[r["seconds"] for r in runs], load_avg=load)
+                                       repeats=len(runs), all_seconds=[r["seconds"] for r in runs], load_avg=load)
             print(f"{rows:>12,} {stage:<16} {secs:8.2f} s  {rows / secs:>14,.0f} rows/s  peak RSS {res[stage]['peak_rss_gib']:.2f} GiB"
-                  + (f"  (runs: {', '.join(f'{r:.2f}' for r in res[stage]['all_seconds'])})" if n > 1 else ""), flush=True)
+                  + (f"  (runs: {', '.join(f'{r:.2f}' for r in res[stage]['all_seconds'])})" if len(runs) > 1 else ""), flush=True)
+        for stage in STAGES:
+            if stage not in pair: record(stage, [run_stage(stage, work, rows)], os.getloadavg()[0])   # load inflates wall times
+        load, runs = os.getloadavg()[0], {s: [] for s in pair}
+        for i in range(repeats):                 # the two feature stages alternate (ABBA), so both meet the same machine
+            for stage in (pair if i % 2 == 0 else pair[::-1]): runs[stage].append(run_stage(stage, work, rows))
+        for stage in pair: record(stage, runs[stage], load)
         res["speedup"] = res["pandas-features"]["seconds"] / res["features"]["seconds"]
+        res["round_ratios"] = [p["seconds"] / f["seconds"] for f, p in zip(runs["features"], runs["pandas-features"])]
         res["peak_rss_gib"] = max(res[s]["peak_rss_gib"] for s in STAGES)
         return res
     finally: shutil.rmtree(work, ignore_errors=True)
@@ -263,6 +269,13 @@ def report(results:dict, machine:str)->str:
     phases = "; ".join(f"{int(n):,} rows: " + ", ".join(f"{k} {v:.2f} s" for k, v in r["features"]["phases"].items())
                        for n, r in results.items() if "phases" in r["features"])
     phases = f"\nWhere the polars feature stage spends its time (first repeat): {phases}.\n" if phases else ""
+    spread = "; ".join(f"{int(n):,} rows: polars {', '.join(f'{x:.2f}' for x in r['features']['all_seconds'])}, pandas "
+                       f"{', '.join(f'{x:.2f}' for x in r['pandas-features']['all_seconds'])}" for n, r in results.items()
+                       if r["features"]["repeats"] > 1 and "all_seconds" in r["features"])
+    phases += f"Every repeat of the feature stages, in seconds: {spread}.\n" if spread else ""
+    rounds = "; ".join(f"{int(n):,} rows: {', '.join(f'{x:.1f}' for x in r['round_ratios'])}" for n, r in results.items()
+                       if len(r.get("round_ratios", [])) > 1)
+    phases += f"pandas / polars seconds in each alternated pair: {rounds}.\n" if rounds else ""
     load = "; ".join(f"{int(n):,} rows: {r['features']['load_avg']:.1f} / {r['pandas-features']['load_avg']:.1f}"
                      for n, r in results.items() if "load_avg" in r["features"])
     phases += (f"Load average (1 min) when the polars / pandas feature stages started: {load} (above 2, other processes "
@@ -279,7 +292,8 @@ Feature stages: median of the repeats shown (peak RSS: the largest); other stage
 {speed}
 {rss}
 
-Seconds exclude interpreter start and imports; the feature stages also exclude reading the snapshot
+Seconds exclude interpreter start and imports (also of `numpy.random` and `numpy.ma`, which numpy and polars load on
+first use and pandas loads with itself); the feature stages also exclude reading the snapshot
 (polars `read_parquet`, pandas `read_parquet` with its default dtypes), so both sides are timed on the same work:
 a stratified split, a fit on the train rows (selection statistics over every train row; clip quantiles and medians
 on the same seeded sample of 100,000 train rows) and the feature frame of every row. pandas computes each feature
@@ -290,7 +304,7 @@ pipeline does. `--stage check` asserts both give the same features, dropped colu
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="customers per size")
-    ap.add_argument("--repeats", type=int, default=3, help="repeats of the feature stages (median)")
+    ap.add_argument("--repeats", type=int, default=5, help="repeats of the feature stages, alternated (median)")
     ap.add_argument("--large-repeats", type=int, default=1, help="repeats of the feature stages above 2M rows")
     ap.add_argument("--tmp", default="/tmp", help="where the generated data goes (deleted after each size)")
     ap.add_argument("--no-readme", action="store_true", help="do not write benchmarks/README.md")

@@ -4,7 +4,8 @@
 
 # %% ../nbs/02_features.ipynb #be45fd4c
 from __future__ import annotations
-import hashlib, json, math, re
+import hashlib, json, math, os, re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -13,11 +14,11 @@ from .steps import open_step
 from .security import load_frame
 
 # %% auto #0
-__all__ = ['RARE', 'NUMERIC', 'LEGACY', 'SPLITS', 'SPLIT', 'feature_version', 'float_literals', 'derived_exprs', 'fit_categories',
-           'category_code', 'select_features', 'column_stats', 'finite', 'fit_clip', 'fit_medians', 'fit_scale',
-           'sample_positions', 'clip_exprs', 'fill_exprs', 'scale_exprs', 'Preprocessor', 'split_position',
-           'split_frame', 'split_manifest', 'check_manifest', 'class_balance', 'downsample', 'infer_task',
-           'excluded_columns', 'features_table', 'run_features']
+__all__ = ['RARE', 'COMPARE_MAX', 'NUMERIC', 'LEGACY', 'SPLITS', 'SPLIT', 'feature_version', 'float_literals', 'derived_exprs',
+           'fit_categories', 'category_code', 'select_features', 'column_stats', 'finite', 'nearest_rank',
+           'order_stats', 'fit_clip_medians', 'fit_scale', 'sample_positions', 'clip_exprs', 'fill_exprs',
+           'scale_exprs', 'Preprocessor', 'split_position', 'split_frame', 'split_manifest', 'check_manifest',
+           'class_balance', 'downsample', 'infer_task', 'excluded_columns', 'features_table', 'run_features']
 
 # %% ../nbs/02_features.ipynb #ae746058
 def feature_version(name:str,              # feature name
@@ -46,20 +47,41 @@ def derived_exprs(derived:dict[str,str])->dict[str,pl.Expr]:
 # %% ../nbs/02_features.ipynb #61f6233e
 RARE = "__rare__"
 
-def fit_categories(df:pl.DataFrame|pl.LazyFrame, columns:list[str], min_count:int=1)->dict[str,list[str]]:
-    "Each column's categories, most frequent first; those seen fewer than `min_count` times become `__rare__`."
-    out, lf = {}, df.lazy()
-    counted = pl.collect_all([lf.group_by(c).len().drop_nulls().sort(["len", c], descending=[True, False]) for c in columns])  # in parallel
-    for c, counts in zip(columns, counted):
-        frequent = counts.filter(pl.col("len") >= min_count)[c].to_list()
-        out[c] = frequent + ([RARE] if len(frequent) < counts.height else [])
+COMPARE_MAX = 8   # up to this many values, counts and codes come from comparisons; above it, a group-by or an Enum cast
+
+def fit_categories(df:pl.DataFrame|pl.LazyFrame, columns:list[str], min_count:int=1,
+                   expect:dict[str,list[str]]|None=None  # values each column probably holds (e.g. a sample's), to count by comparison
+                  )->dict[str,list[str]]:
+    "Each column's categories, most frequent first (ties by value); those seen fewer than `min_count` times become `__rare__`."
+    lf, counts = df.lazy(), {}
+    expect = {c: list(v) for c, v in (expect or {}).items() if c in columns and len(v) <= COMPARE_MAX}
+    if expect:       # one pass of a few comparisons per column; it counts a column only if no other value turns up
+        sums = [pl.len()] + [e for c, vs in expect.items() for e in (pl.col(c).is_null().sum(), *[(pl.col(c) == v).sum() for v in vs])]
+        row = iter(lf.select(e.alias(str(k)) for k, e in enumerate(sums)).collect().row(0))
+        n = next(row)
+        for c, vs in expect.items():
+            nulls, found = next(row), {v: next(row) for v in vs}
+            if nulls + sum(found.values()) == n: counts[c] = found
+    rest = [c for c in columns if c not in counts]                # every other column: a group-by, all of them in parallel
+    counts |= {c: dict(t.iter_rows()) for c, t in zip(rest, pl.collect_all([lf.group_by(c).len().drop_nulls() for c in rest]))}
+    out = {}
+    for c in columns:
+        ranked = sorted(((n, v) for v, n in counts[c].items() if n), key=lambda t: (-t[0], t[1]))   # str order = UTF-8 byte order
+        frequent = [v for n, v in ranked if n >= min_count]
+        out[c] = frequent + ([RARE] if len(frequent) < len(ranked) else [])
     return out
 
 def category_code(column:str, categories:list[str])->pl.Expr:
     "Integer code of each value; rare or unseen -> the `__rare__` code if there is one, else null; null stays null."
-    code = pl.col(column).cast(pl.Enum(categories), strict=False).to_physical().cast(pl.Int32)   # unseen -> null
-    if RARE not in categories: return code.alias(column)
-    return pl.when(code.is_null() & pl.col(column).is_not_null()).then(categories.index(RARE)).otherwise(code).alias(column)
+    col, rare = pl.col(column), categories.index(RARE) if RARE in categories else None
+    if len(categories) <= COMPARE_MAX:        # a few comparisons of short strings cost less than the Enum's hash lookups
+        code = pl.when(col.is_null()).then(None)
+        for i, v in enumerate(categories):
+            if i != rare: code = code.when(col == v).then(i)
+        return code.otherwise(rare).cast(pl.Int32).alias(column)
+    code = col.cast(pl.Enum(categories), strict=False).to_physical().cast(pl.Int32)   # unseen -> null
+    if rare is None: return code.alias(column)
+    return pl.when(code.is_null() & col.is_not_null()).then(rare).otherwise(code).alias(column)
 
 # %% ../nbs/02_features.ipynb #ec380e3d
 def select_features(X:pl.DataFrame|pl.LazyFrame, # training feature frame (Float64 columns); a LazyFrame is computed as it is read
@@ -89,15 +111,33 @@ def column_stats(X:pl.DataFrame|pl.LazyFrame)->tuple[int,dict[str,dict]]:
 # %% ../nbs/02_features.ipynb #2a30374b
 def finite(c:str)->pl.Expr: return pl.col(c).filter(pl.col(c).is_finite())
 
-def fit_clip(X:pl.DataFrame, columns:list[str], quantiles:tuple[float,float])->dict[str,list[float]]:
-    "[low, high] quantiles of each column's finite training values (columns with none are left out)."
-    row = X.lazy().select(finite(c).quantile(list(quantiles), interpolation="nearest") for c in columns).collect().row(0, named=True) if columns else {}
-    return {c: [float(row[c][0]), float(row[c][1])] for c in columns if row[c] and row[c][0] is not None}
+def nearest_rank(n:int, q:float)->int:
+    "Position of the `q` quantile among `n` sorted values: (n - 1) q rounded half away from zero, as polars' 'nearest' does."
+    x = (n - 1) * q
+    return int(x) + (x - int(x) >= 0.5)
 
-def fit_medians(X:pl.DataFrame, columns:list[str])->dict[str,float]:
-    "Median of each column's finite values (0.0 when there are none)."
-    row = X.lazy().select(*[finite(c).median().alias(c) for c in columns]).collect().row(0, named=True) if columns else {}
-    return {c: float(v) if v is not None else 0.0 for c, v in row.items()}
+def order_stats(v:np.ndarray,                        # one column's values (NaN for missing)
+                quantiles:tuple[float,float]|None    # clip quantiles; None: no clipping
+               )->tuple[list[float]|None,float]:      # clip bounds (None: no finite value, or no clipping), median
+    "Clip bounds (`quantiles` of the finite values) and the median of the clipped values, from one partial sort."
+    v = v[~np.isnan(v)]                                       # missing values out; an infinity clips to a bound
+    finite_ = np.isfinite(v)
+    u = v if finite_.all() else v[finite_]                    # the clip quantiles come from the finite values
+    ranks = [nearest_rank(len(u), q) for q in quantiles] if quantiles and len(u) else []
+    if not ranks: v = u                                       # unclipped, an infinity is not finite: it does not count
+    mids = [(len(v) - 1) // 2, len(v) // 2]                   # the median interpolates between these two ranks
+    if u is v: p = m = np.partition(v, sorted({*ranks, *mids})) if len(v) else v   # the usual case: one partial sort
+    else: p, m = np.partition(u, ranks), np.partition(v, mids)
+    bounds = [float(p[r]) for r in ranks] or None
+    if not len(v): return bounds, 0.0
+    a, b = (float(x) for x in (np.clip(m[mids], *bounds) if bounds else m[mids]))
+    return bounds, a if a == b else 0.5 * (b - a) + a        # polars' linear interpolation, to the last bit
+
+def fit_clip_medians(X:pl.DataFrame, columns:list[str], quantiles:tuple[float,float]|None)->tuple[dict[str,list[float]],dict[str,float]]:
+    "Each column's clip bounds (left out if it has no finite value) and the median of its clipped finite values (0.0 if none)."
+    with ThreadPoolExecutor(min(len(columns), os.cpu_count() or 1) or 1) as pool:   # numpy sorts without holding the GIL
+        stats = dict(zip(columns, pool.map(lambda c: order_stats(X[c].cast(pl.Float64).to_numpy(), quantiles), columns)))
+    return {c: b for c, (b, _) in stats.items() if b}, {c: m for c, (_, m) in stats.items()}
 
 def fit_scale(X:pl.DataFrame, columns:list[str])->dict[str,list[float]]:
     "[mean, std] of each column's finite values (std 1.0 where it is 0 or undefined)."
@@ -111,7 +151,9 @@ def sample_positions(n:int,             # rows to sample from
                     )->np.ndarray|None:  # sorted row positions, or None for every row
     "Positions of a seeded sample of `size` of `n` rows, in row order."
     if not size or n <= size: return None
-    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False, shuffle=False))
+    take = np.zeros(n, bool)
+    take[np.random.default_rng(seed).choice(n, size, replace=False, shuffle=False)] = True
+    return np.flatnonzero(take)                                  # in row order without a sort
 
 def clip_exprs(bounds:dict)->list[pl.Expr]: return [pl.col(c).clip(lo, hi) for c, (lo, hi) in bounds.items()]
 def fill_exprs(values:dict)->list[pl.Expr]: return [pl.col(c).fill_nan(None).fill_null(v) for c, v in values.items()]
@@ -142,13 +184,14 @@ class Preprocessor:
         train, schema, skip = lf if rows is None else lf.filter(rows), lf.collect_schema(), {self.target, *self.exclude}
         base = [c for c, t in schema.items() if c not in skip and (t in NUMERIC or t == pl.String)]
         self.inputs_, self.features_ = self._inputs(schema, base, base + list(self.derived)), base + list(self.derived)
-        self.categories_ = fit_categories(train, [c for c in base if schema[c] == pl.String], self.rare_min_count)   # pass 1
-        self.clip_, self.medians_, self.scale_ = {}, {}, {}
-        numeric = [c for c in self.features_ if c not in self.categories_]
-        sample = self._sample(lf, rows, numeric)                                           # order statistics: a seeded sample
-        if self.clip_quantiles: self.clip_ = fit_clip(sample, numeric, tuple(self.clip_quantiles))
-        self.medians_ = {**fit_medians(sample.lazy().with_columns(clip_exprs(self.clip_)), numeric),
-                         **{c: 0.0 for c in self.categories_}}                            # a category's fill: its most frequent code
+        text = [c for c in base if schema[c] == pl.String]
+        numeric = [c for c in self.features_ if c not in text]
+        self.categories_, self.clip_, self.medians_, self.scale_ = {}, {}, {}, {}
+        sample = self._sample(lf, rows, numeric, text)                                     # a seeded sample of the training rows
+        expect = {c: u.to_list() for c in text if (u := sample[c].drop_nulls().unique()).len() <= COMPARE_MAX}
+        self.categories_ = fit_categories(train, text, self.rare_min_count, expect)       # pass 1: every training row
+        self.clip_, medians = fit_clip_medians(sample, numeric, tuple(self.clip_quantiles) if self.clip_quantiles else None)
+        self.medians_ = {**medians, **{c: 0.0 for c in self.categories_}}                 # a category's fill: its most frequent code
         self.dropped_ = select_features(train.select(self._features(fill=False, clip=False)), self.max_missing)   # pass 2
         self.features_ = [c for c in self.features_ if c not in self.dropped_]
         self.inputs_ = self._inputs(schema, [c for c in base if c in self.features_], self.features_)
@@ -158,13 +201,13 @@ class Preprocessor:
         self.versions_ = {c: feature_version(c, self.derived.get(c, f"column {self.inputs_.get(c)}"), self._settings(c)) for c in self.features_}
         return self
 
-    def _sample(self, lf:pl.LazyFrame, rows:pl.Expr|None, numeric:list[str])->pl.DataFrame:
-        "Unclipped `numeric` features of a seeded sample of at most `sample_rows` training rows (all of them if there are no more)."
+    def _sample(self, lf:pl.LazyFrame, rows:pl.Expr|None, numeric:list[str], text:list[str]=())->pl.DataFrame:
+        "Unclipped `numeric` features and raw `text` columns of a seeded sample of at most `sample_rows` training rows (all if no more)."
         mask = (np.ones(lf.select(pl.len()).collect().item(), bool) if rows is None
                 else lf.select(rows.fill_null(False)).collect().to_series().to_numpy())       # the training rows
         where = np.flatnonzero(mask)
         if (pos := sample_positions(len(where), self.sample_rows)) is not None: mask = np.zeros_like(mask); mask[where[pos]] = True
-        exprs = [e for c, e in zip(self.features_, self._features(fill=False)) if c in numeric]
+        exprs = self._features(fill=False, clip=False, only=numeric) + [pl.col(c) for c in text]
         columns = sorted({r for e in exprs for r in e.meta.root_names()})                  # only the raw columns they need
         return lf.select(columns).filter(pl.lit(pl.Series(mask))).select(exprs).collect()      # read in order, not gathered
 
@@ -188,11 +231,12 @@ class Preprocessor:
         if missing: raise MlnbError(f"input rows lack columns {', '.join(missing)}", fix="send every column of the model's signature.")
         return lf.select(self._features(fill)).collect()
 
-    def _features(self, fill:bool=True, clip:bool=True)->list[pl.Expr]:
-        "One expression per feature: derived, coded or raw, as Float64, then clipped, filled and scaled."
-        derived = derived_exprs({n: e for n, e in self.derived.items() if n in self.features_})
+    def _features(self, fill:bool=True, clip:bool=True, only:list[str]|None=None)->list[pl.Expr]:
+        "One expression per feature (or per feature in `only`): derived, coded or raw, as Float64, then clipped, filled and scaled."
+        names = self.features_ if only is None else only
+        derived = derived_exprs({n: e for n, e in self.derived.items() if n in names})
         return [self._finish((derived[c] if c in derived else category_code(c, self.categories_[c]) if c in self.categories_
-                              else pl.col(c)).cast(pl.Float64), c, fill, clip) for c in self.features_]
+                              else pl.col(c)).cast(pl.Float64), c, fill, clip) for c in names]
 
     def _finish(self, e:pl.Expr, c:str, fill:bool=True, clip:bool=True)->pl.Expr:
         "Feature `c` from its Float64 expression `e`: clipped; filled and scaled when configured."
@@ -226,13 +270,18 @@ class Preprocessor:
 SPLITS = ("random", "stratified", "time", "group")
 SPLIT = pl.Enum(["test", "train", "valid"])
 
-def split_position(how:str, seed:int, target:str|None=None, time_column:str|None=None, group_column:str|None=None)->pl.Expr:
-    "A number in [0, 1) per row; small numbers go to test, then valid."
-    rank = pl.int_range(pl.len()).shuffle(seed=seed)
-    if how == "stratified" and target: return rank.over(target) / pl.len().over(target)
-    if how == "time": return (pl.len() - pl.col(time_column).rank("max")) / pl.len()
-    if how == "group": return (pl.col(group_column).hash(seed=seed) % 1_000_003) / 1_000_003
-    return rank / pl.len()
+def split_position(df:pl.DataFrame, how:str, seed:int, target:str|None=None, time_column:str|None=None,
+                   group_column:str|None=None)->pl.Series:
+    "A number in [0, 1) per row of `df`; small numbers go to test, then valid."
+    if how == "stratified" and target:   # each class's rows (in row order) get a seeded shuffle of 0..n-1, over n
+        frac, by_class = np.empty(df.height), df.select(target, pl.int_range(pl.len(), dtype=pl.UInt32).alias("\0row"))
+        for rows in by_class.group_by(target).agg("\0row")["\0row"]:   # `int_range(len).shuffle().over(target) / len().over(target)`
+            frac[rows.to_numpy()] = pl.int_range(rows.len(), eager=True, dtype=pl.UInt32).shuffle(seed=seed).to_numpy() / rows.len()
+        return pl.Series(frac)
+    if how == "time": e = (pl.len() - pl.col(time_column).rank("max")) / pl.len()
+    elif how == "group": e = (pl.col(group_column).hash(seed=seed) % 1_000_003) / 1_000_003
+    else: e = pl.int_range(pl.len()).shuffle(seed=seed) / pl.len()
+    return df.select(e).to_series()
 
 def split_frame(df:pl.DataFrame,              # the snapshot
                 how:str,                       # random, stratified, time or group
@@ -251,7 +300,7 @@ def split_frame(df:pl.DataFrame,              # the snapshot
     if how == "time" and df[time_column].null_count():
         raise MlnbError(f"the time column '{time_column}' has {df[time_column].null_count()} missing values; a time split cannot place them",
                         where="step 02_features", fix="fill or drop those rows in the sources, or use another split.")
-    frac = df.select(split_position(how, seed, target, time_column, group_column)).to_series()    # once, not once per comparison
+    frac = split_position(df, how, seed, target, time_column, group_column)    # once, not once per comparison
     return df.with_columns(pl.when(frac < test_size).then(pl.lit("test", SPLIT))
                              .when(frac < test_size + valid_size).then(pl.lit("valid", SPLIT)).otherwise(pl.lit("train", SPLIT)).alias("split"))
 
