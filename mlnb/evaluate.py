@@ -10,16 +10,15 @@ import polars as pl
 import lightgbm as lgb
 from .core import MlnbError, atomic_path, load_json, save_json
 from .config import METRICS, EvaluateCfg
-from .train import load_xy, predict, predict_baseline, primary_metric, score
+from .train import load_xy, predict, predict_baseline, primary_metric, score, weighted_metrics
 from .steps import open_step
 from .security import is_encrypted, load_frame
 
 # %% auto #0
-__all__ = ['DIRECTIONS', 'higher_is_better', 'weighted_metrics', 'bootstrap', 'choose_threshold', 'at_threshold', 'decide',
-           'diagnostic_plots', 'class_report', 'gap_table', 'slice_labels', 'slice_metrics', 'fairness',
-           'check_columns', 'scan_snapshot', 'evaluation_rows', 'contributions', 'importance', 'shap_check',
-           'plot_shap', 'plot_dependence', 'explain_rows', 'bound_gate', 'bar', 'verdict', 'champion_score',
-           'all_gates', 'model_card', 'run_evaluate']
+__all__ = ['DIRECTIONS', 'higher_is_better', 'bootstrap', 'choose_threshold', 'at_threshold', 'decide', 'diagnostic_plots',
+           'class_report', 'gap_table', 'slice_labels', 'slice_metrics', 'fairness', 'check_columns', 'scan_snapshot',
+           'evaluation_rows', 'contributions', 'importance', 'shap_check', 'plot_shap', 'plot_dependence',
+           'explain_rows', 'bound_gate', 'bar', 'verdict', 'champion_score', 'all_gates', 'model_card', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #88c8d932
 DIRECTIONS = {**METRICS, "dp_diff": "minimize", "eo_diff": "minimize"}
@@ -27,54 +26,6 @@ DIRECTIONS = {**METRICS, "dp_diff": "minimize", "eo_diff": "minimize"}
 def higher_is_better(metric:str)->bool:
     "Whether a larger value of `metric` is better."
     return DIRECTIONS[metric] == "maximize"
-
-# %% ../nbs/05_evaluate.ipynb #953de1ff
-def _ranked(y:np.ndarray, p:np.ndarray, W:np.ndarray)->tuple[np.ndarray, np.ndarray]:
-    "Weighted positives and negatives per distinct score, highest score first (resamples x scores)."
-    if (np.diff(p) > 0).any():                                # not yet sorted (bootstrap sorts once, up front)
-        order = np.argsort(-p, kind="stable")
-        p, y, W = p[order], y[order], W[:, order]
-    starts = np.r_[0, np.flatnonzero(np.diff(p)) + 1]       # one group per distinct score
-    y = y.astype(W.dtype)
-    return np.add.reduceat(W * y, starts, axis=1), np.add.reduceat(W * (1 - y), starts, axis=1)
-
-def _auc(pos:np.ndarray, neg:np.ndarray)->np.ndarray:
-    "ROC AUC from `_ranked`: P(score of a positive > score of a negative), ties half."
-    above = np.cumsum(neg, axis=1) - neg                      # negatives scored higher
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return 1 - (pos * (above + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
-
-def _average_precision(pos:np.ndarray, neg:np.ndarray)->np.ndarray:
-    "Average precision from `_ranked`: precision at each distinct score, weighted by the recall it adds."
-    tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (pos * tp / (tp + fp)).sum(1) / pos.sum(1)
-
-def _balanced_accuracy(y:np.ndarray, hit:np.ndarray, W:np.ndarray, k:int)->np.ndarray:
-    "Mean recall over the classes present."
-    onehot = np.eye(k, dtype=W.dtype)[y.astype(int)]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nanmean((W @ (onehot * hit[:, None])) / (W @ onehot), axis=1)
-
-def weighted_metrics(task:str,        # binary, multiclass or regression
-                     y:np.ndarray,    # true targets (class codes for classification)
-                     pred:np.ndarray, # as `mlnb.train.score` takes them
-                     W:np.ndarray     # weights, resamples x rows (bootstrap counts; ones = the test set itself)
-                    )->dict[str, np.ndarray]: # metric -> one value per resample
-    "The task's metrics for every row of weights at once."
-    mean = lambda v: (W @ v.astype(W.dtype)) / W.sum(1)     # per-row values, averaged with each row of weights
-    if task == "regression":
-        err = pred - y
-        mse, ybar = mean(err**2), mean(y)
-        return dict(rmse=np.sqrt(mse), mae=mean(np.abs(err)), r2=1 - mse / (mean(y**2) - ybar**2))
-    eps = np.finfo(float).eps
-    if task == "binary":
-        p, hit = np.clip(pred, eps, 1 - eps), ((pred > 0.5) == y).astype(float)        # class 1 when P > 0.5, as `score`
-        ranked = _ranked(y, pred, W)
-        return dict(roc_auc=_auc(*ranked), average_precision=_average_precision(*ranked), log_loss=mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))),
-                    brier=mean((pred - y)**2), accuracy=mean(hit), balanced_accuracy=_balanced_accuracy(y, hit, W, 2))
-    p, hit = np.clip(pred[np.arange(len(y)), y.astype(int)], eps, 1), (pred.argmax(1) == y).astype(float)
-    return dict(log_loss=mean(-np.log(p)), accuracy=mean(hit), balanced_accuracy=_balanced_accuracy(y, hit, W, pred.shape[1]))
 
 # %% ../nbs/05_evaluate.ipynb #5bb9ddda
 def bootstrap(task:str, y:np.ndarray, pred:np.ndarray,

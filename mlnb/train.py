@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #30c5830c
 from __future__ import annotations
-import difflib, functools, warnings
+import difflib, functools
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -15,11 +15,11 @@ from .features import Preprocessor
 from .steps import StepRun, open_step
 
 # %% auto #0
-__all__ = ['PRIMARY', 'MAX_ONEHOT', 'LGB_METRIC', 'OWNED', 'primary_metric', 'score', 'better', 'target_codes', 'load_xy',
-           'check_training_data', 'fit_dummy', 'linear_design', 'fit_linear', 'predict_baseline', 'fit_baselines',
-           'lgb_metric', 'lgb_aliases', 'lgb_param_problems', 'lgb_params', 'sample_weights', 'cv_splits', 'fit_lgbm',
-           'predict', 'cross_validate', 'train_model', 'plot_curve', 'curves', 'save_booster', 'oof_frame',
-           'train_splits', 'run_environment', 'run_train']
+__all__ = ['PRIMARY', 'MAX_ONEHOT', 'LGB_METRIC', 'OWNED', 'primary_metric', 'weighted_metrics', 'score', 'better',
+           'target_codes', 'load_xy', 'check_training_data', 'fit_dummy', 'linear_design', 'fit_linear',
+           'predict_baseline', 'fit_baselines', 'lgb_metric', 'lgb_aliases', 'lgb_param_problems', 'lgb_params',
+           'sample_weights', 'cv_splits', 'fit_lgbm', 'predict', 'cross_validate', 'train_model', 'plot_curve',
+           'curves', 'save_booster', 'oof_frame', 'train_splits', 'run_environment', 'run_train']
 
 # %% ../nbs/03_train.ipynb #0a9756e5
 PRIMARY = {task: (names[0], METRICS[names[0]]) for task, names in TASK_METRICS.items()}   # task -> default metric, direction
@@ -34,24 +34,66 @@ def primary_metric(task:str,              # binary, multiclass or regression
                         fix=f"use one of {', '.join(TASK_METRICS[task])}, or auto.")
     return configured
 
+def _ranked(y:np.ndarray, p:np.ndarray, W:np.ndarray)->tuple[np.ndarray, np.ndarray]:
+    "Weighted positives and negatives per distinct score, highest score first (resamples x scores)."
+    if (np.diff(p) > 0).any():                                # not yet sorted (bootstrap sorts once, up front)
+        order = np.argsort(-p, kind="stable")
+        p, y, W = p[order], y[order], W[:, order]
+    starts = np.r_[0, np.flatnonzero(np.diff(p)) + 1]       # one group per distinct score
+    y = y.astype(W.dtype)
+    return np.add.reduceat(W * y, starts, axis=1), np.add.reduceat(W * (1 - y), starts, axis=1)
+
+def _auc(pos:np.ndarray, neg:np.ndarray)->np.ndarray:
+    "ROC AUC from `_ranked`: P(score of a positive > score of a negative), ties half."
+    above = np.cumsum(neg, axis=1) - neg                      # negatives scored higher
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1 - (pos * (above + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
+
+def _average_precision(pos:np.ndarray, neg:np.ndarray)->np.ndarray:
+    "Average precision from `_ranked`: precision at each distinct score, weighted by the recall it adds."
+    tp, drawn = np.cumsum(pos, axis=1), np.cumsum(pos + neg, axis=1)
+    precision = np.divide(tp, drawn, out=np.zeros_like(tp), where=drawn > 0)   # 0/0 where a resample drew none of the top scores yet
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * precision).sum(1) / pos.sum(1)
+
+def _balanced_accuracy(y:np.ndarray, hit:np.ndarray, W:np.ndarray, k:int)->np.ndarray:
+    "Mean recall over the classes present."
+    onehot = np.eye(k, dtype=W.dtype)[y.astype(int)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean((W @ (onehot * hit[:, None])) / (W @ onehot), axis=1)
+
+def weighted_metrics(task:str,        # binary, multiclass or regression
+                     y:np.ndarray,    # true targets (class codes for classification)
+                     pred:np.ndarray, # as `score` takes them
+                     W:np.ndarray     # weights, resamples x rows (bootstrap counts; ones = the test set itself)
+                    )->dict[str, np.ndarray]: # metric -> one value per resample
+    "The task's metrics for every row of weights at once."
+    mean = lambda v: (W @ v.astype(W.dtype)) / W.sum(1)     # per-row values, averaged with each row of weights
+    if task == "regression":
+        err, dev = pred - y, y - y.mean()                      # deviations from the mean: no cancellation when y is large
+        mse, var = mean(err**2), mean(dev**2) - mean(dev)**2
+        with np.errstate(invalid="ignore", divide="ignore"):   # a constant target: 1 if predicted exactly, else 0 (as scikit-learn)
+            r2 = np.where(var > 0, 1 - mse / np.where(var > 0, var, 1), np.where(mse == 0, 1.0, 0.0))
+        return dict(rmse=np.sqrt(mse), mae=mean(np.abs(err)), r2=r2)
+    eps = np.finfo(float).eps
+    if task == "binary":
+        p, hit = np.clip(pred, eps, 1 - eps), ((pred > 0.5) == y).astype(float)        # class 1 when P > 0.5, as `score`
+        ranked = _ranked(y, pred, W)
+        return dict(roc_auc=_auc(*ranked), average_precision=_average_precision(*ranked), log_loss=mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))),
+                    brier=mean((pred - y)**2), accuracy=mean(hit), balanced_accuracy=_balanced_accuracy(y, hit, W, 2))
+    p, hit = np.clip(pred[np.arange(len(y)), y.astype(int)], eps, 1), (pred.argmax(1) == y).astype(float)
+    return dict(log_loss=mean(-np.log(p)), accuracy=mean(hit), balanced_accuracy=_balanced_accuracy(y, hit, W, pred.shape[1]))
+
 def score(task:str,            # binary, multiclass or regression
           y:np.ndarray,        # true targets (class codes for classification)
           pred:np.ndarray      # P(class 1) for binary, class probabilities for multiclass, values for regression
          )->dict[str,float]:
-    "Every metric of the task for one set of predictions."
-    from sklearn import metrics as m
-    if task == "regression":
-        out = dict(rmse=m.root_mean_squared_error(y, pred), mae=m.mean_absolute_error(y, pred), r2=m.r2_score(y, pred))
-    else:
-        proba = pred if task == "multiclass" else np.column_stack([1 - pred, pred])
-        hard, two = proba.argmax(1), len(np.unique(y)) == 2
-        with np.errstate(all="ignore"), warnings.catch_warnings():   # a fold with one class: nan, not a warning
-            warnings.simplefilter("ignore")
-            out = dict(log_loss=m.log_loss(y, proba, labels=list(range(proba.shape[1]))), accuracy=m.accuracy_score(y, hard),
-                       balanced_accuracy=m.balanced_accuracy_score(y, hard))
-            if task == "binary": out.update(roc_auc=m.roc_auc_score(y, pred) if two else np.nan, brier=m.brier_score_loss(y, pred, pos_label=1),
-                                            average_precision=m.average_precision_score(y, pred) if two else np.nan)
-    return {k: float(out[k]) for k in TASK_METRICS[task]}
+    "Every metric of the task for one set of predictions: `weighted_metrics` with every weight 1."
+    y, pred = np.asarray(y), np.asarray(pred)
+    if not len(y): return {k: float("nan") for k in TASK_METRICS[task]}
+    out = {k: float(v[0]) for k, v in weighted_metrics(task, y, pred, np.ones((1, len(y)))).items()}
+    if task == "binary" and not (y != y[0]).any(): out.update(roc_auc=np.nan, average_precision=np.nan)   # one class (a small fold)
+    return {k: out[k] for k in TASK_METRICS[task]}
 
 def better(metric:str, a:float, b:float, margin:float=0.0)->bool:
     "Whether value `a` of `metric` beats `b` by at least `margin` (a task name stands for its default metric)."

@@ -58,13 +58,30 @@ def test_threshold_by_cost_and_youden():
     assert cheap_fp < cheap_fn                                        # expensive misses: a lower threshold
     assert 0.2 < choose_threshold(y, p, "youden") < 0.8
 
+def _sk(f, hard=False, proba=False):
+    "A scikit-learn metric taking mlnb's predictions: P(class 1) for binary, class probabilities for multiclass."
+    from sklearn import metrics
+    def g(y, p):
+        if hard: p = p.argmax(1) if p.ndim == 2 else p > 0.5
+        elif proba and p.ndim == 1: p = np.column_stack([1 - p, p])
+        return getattr(metrics, f)(y, p, **({"labels": list(range(p.shape[1]))} if proba else {}))
+    return g
+
+SKLEARN = dict(roc_auc=_sk("roc_auc_score"), average_precision=_sk("average_precision_score"), log_loss=_sk("log_loss", proba=True),
+               brier=_sk("brier_score_loss"), accuracy=_sk("accuracy_score", hard=True), balanced_accuracy=_sk("balanced_accuracy_score", hard=True),
+               rmse=_sk("root_mean_squared_error"), mae=_sk("mean_absolute_error"), r2=_sk("r2_score"))
+
 def test_bootstrap_matches_score_and_covers():
     rng = np.random.default_rng(1)
     for task, y, p in [("binary", rng.integers(0, 2, 500), None), ("multiclass", rng.integers(0, 3, 500), None), ("regression", rng.normal(size=500), None)]:
         p = (np.clip(0.3 * y + rng.random(500) * 0.7, 0, 1) if task == "binary" else
              rng.dirichlet(np.ones(3), 500) * 0.5 + np.eye(3)[y] * 0.5 if task == "multiclass" else y + rng.normal(size=500) * 0.5)
         full = {k: v[0] for k, v in weighted_metrics(task, y, p, np.ones((1, len(y)))).items()}
-        for k, v in score(task, y, p).items(): assert full[k] == pytest.approx(v, abs=1e-9), (task, k)
+        for k, v in score(task, y, p).items(): assert full[k] == pytest.approx(v, abs=1e-9) == SKLEARN[k](y, p), (task, k)
+        draws = rng.integers(0, len(y), (4, len(y)))                     # resampling weights = metrics of the drawn rows
+        W = np.stack([np.bincount(d, minlength=len(y)) for d in draws]).astype(np.float32)
+        for k, v in weighted_metrics(task, y, p, W).items():
+            assert v == pytest.approx([SKLEARN[k](y[d], p[d]) for d in draws], abs=1e-5), (task, k)
         ci = bootstrap(task, y, p, n_boot=300, seed=0)
         assert ci.filter(~((pl.col("low") <= pl.col("value")) & (pl.col("value") <= pl.col("high")))).height == 0, ci
     big = rng.integers(0, 2, 200_000); pb = np.clip(0.2 * big + rng.random(200_000) * 0.8, 0, 1)
