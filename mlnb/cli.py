@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import MlnbError
 
 # %% auto #0
-__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'main']
+__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'check_tls', 'main']
 
 # %% ../nbs/15_cli.ipynb #ff5107dd
 def parser()->argparse.ArgumentParser:
@@ -194,6 +194,16 @@ def _serve_config(args):
     cfg = load_config(config)
     return cfg.serve, tuple(cfg.data.pii), Path(config).resolve().parent, cfg.data.key_file
 
+def check_tls(cert:str, key:str|None=None):
+    "An error naming the file unless `cert` (and `key`, if given) are a readable PEM certificate and its private key."
+    import ssl
+    for what, path in (("--ssl-certfile", cert), ("--ssl-keyfile", key)):
+        if path and not Path(path).is_file(): raise MlnbError(f"{path} does not exist", where=what, fix="give the path of a PEM file.")
+    try: ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        raise MlnbError(f"the certificate {cert}{f' and key {key}' if key else ''} cannot be loaded ({getattr(e, 'reason', None) or e})",
+                        where="--ssl-certfile / --ssl-keyfile", fix="give a PEM certificate and the PEM private key that belongs to it.") from None
+
 def _serve(args)->int:
     from mlnb.registry import ModelPackage, resolve
     from mlnb.serve import ServeSettings, serve
@@ -204,10 +214,17 @@ def _serve(args)->int:
     settings = ServeSettings(args.model, str(registry), args.host or cfg.host, cfg.max_body_bytes, cfg.max_batch, cfg.keys_env,
                              args.keys_file or (str(base/cfg.keys_file) if cfg.keys_file else None), log_dir, cfg.log_batch, cfg.log_seconds,
                              cfg.unseen_categories, pii, cfg.watch_s, cfg.encrypt_log, key_file, cfg.log_retention_days, cfg.drift_window, cfg.drift_every_s)
-    port, workers = args.port or cfg.port, args.workers or cfg.workers
-    tls = args.ssl_certfile or cfg.ssl_certfile
+    port, workers = cfg.port if args.port is None else args.port, cfg.workers if args.workers is None else args.workers
+    tls, tls_key = args.ssl_certfile or cfg.ssl_certfile, args.ssl_keyfile or cfg.ssl_keyfile
+    if not 1 <= port <= 65535: raise MlnbError(f"port {port} is not a TCP port", where="--port / serve.port", fix="use a port from 1 to 65535, e.g. 8000.")
+    if workers < 1: raise MlnbError(f"{workers} workers cannot serve", where="--workers / serve.workers", fix="use 1 or more (one per core is a good start).")
+    if tls_key and not tls: raise MlnbError("a TLS key without a certificate", where="--ssl-keyfile", fix="give the certificate with --ssl-certfile too.")
+    if tls: check_tls(tls, tls_key)
+    from mlnb.serve import load_keys, worker_socket
+    load_keys(settings)                                                 # before "serving": a missing key ring, no keys on a public address,
+    worker_socket(settings.host, port).close()                         # a taken port or a bad address
     print(f"serving {package.name}@{package.version} on http{'s' if tls else ''}://{settings.host}:{port} with {workers} worker(s) (docs at /docs)", flush=True)
-    serve(settings, port, workers, tls, args.ssl_keyfile or cfg.ssl_keyfile, cfg.graceful_shutdown_s, package if workers == 1 else None)
+    serve(settings, port, workers, tls, tls_key, cfg.graceful_shutdown_s, package if workers == 1 else None)
     return 0
 
 def _predict(args)->int:

@@ -46,11 +46,15 @@ def resolve(ref:str, registry:str|Path="registry")->Path:
         raise MlnbError(f"'{ref}' is neither MODEL@ALIAS, MODEL@vN nor a model version folder", fix="e.g. churn@production or registry/churn/v1.")
     name, _, tag = ref.partition("@")
     folder = Path(registry)/check_name(name)
+    if tag not in ALIASES and not VERSION.fullmatch(tag): raise MlnbError(f"'{tag}' is not an alias ({', '.join(ALIASES)}) or a version like v3", where=ref)
+    if not folder.is_dir():
+        known = sorted(p.name for p in Path(registry).iterdir() if p.is_dir() and NAME.fullmatch(p.name)) if Path(registry).is_dir() else []
+        raise MlnbError(f"no model '{name}' in the registry {registry}" + ("" if Path(registry).is_dir() else " (no such folder)"), where=ref,
+                        fix=f"models there: {', '.join(known)}." if known else "check --registry (or package.registry), or run the pipeline to register a model.")
     if tag in ALIASES:
         version = read_aliases(registry, name).get(tag)
         if not version: raise MlnbError(f"model '{name}' has no '{tag}' alias yet", where=str(folder), fix="run the pipeline (step 07 promotes) or `mlnb models promote`.")
         tag = version
-    elif not VERSION.fullmatch(tag): raise MlnbError(f"'{tag}' is not an alias ({', '.join(ALIASES)}) or a version like v3", where=ref)
     if not (folder/check_version(tag)).is_dir(): raise MlnbError(f"model '{name}' has no version {tag}", where=str(folder))
     return folder/tag
 

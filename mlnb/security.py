@@ -53,10 +53,10 @@ class KeyRing:
         "Build from `{name: {key: ..., roles: [...]}}`; clear keys are hashed."
         entries = {}
         for name, e in (data or {}).items():
-            if not isinstance(e, dict) or not e.get("key") or not isinstance(e.get("roles", []), list):
+            if not isinstance(e, dict) or not e.get("key") or not isinstance(e.get("roles"), list) or not e["roles"]:
                 raise MlnbError(f"identity {name!r} needs a `key` and a list of `roles`", where=where,
                                 fix="write it as  name: {key: <secret or sha256:hex>, roles: [predict]}")
-            entries[str(name)] = dict(key=as_hash(str(e["key"])), roles=[str(r) for r in e.get("roles", [])])
+            entries[str(name)] = dict(key=as_hash(str(e["key"])), roles=[str(r) for r in e["roles"]])
         return cls(entries)
 
     @classmethod
@@ -78,7 +78,7 @@ class KeyRing:
             for name, e in self.entries.items():   # check every entry: the time does not reveal which matched
                 if verify_secret(key, e["key"]): found = name
             if found: return found
-        raise Unauthorized("a valid key is required" if key else "no key given", fix="send the key you were issued")
+        raise Unauthorized("a valid key is required" if key else "no key given", fix="send the key you were issued in the X-API-Key header")
 
     def require(self, key:str|None, role:str)->str:
         "The identity holding `key` if it has `role`; Unauthorized or Forbidden otherwise."

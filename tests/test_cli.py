@@ -57,7 +57,12 @@ def test_bad_arguments(cli, tmp_path, args, expected):
 
 def test_unknown_model_reference(cli, tmp_path):
     res = cli("serve", "churn@production", "--registry", tmp_path/"registry", cwd=tmp_path)
+    assert res.returncode == 2 and "no model 'churn' in the registry" in res.stderr and "(no such folder)" in res.stderr
+    (tmp_path/"registry"/"churn").mkdir(parents=True)
+    res = cli("serve", "churn@production", "--registry", tmp_path/"registry", cwd=tmp_path)
     assert res.returncode == 2 and "has no 'production' alias yet" in res.stderr
+    res = cli("serve", "nope@production", "--registry", tmp_path/"registry", cwd=tmp_path)
+    assert res.returncode == 2 and "no model 'nope'" in res.stderr and "models there: churn" in res.stderr
 
 def test_models_lists_versions(cli, first_run, project):
     res = cli("models", cwd=project)

@@ -359,3 +359,106 @@ def test_unseen_category_policy_reject(models):
         r = c.post("/predict", json={**rec, "plan": "platinum"}, headers=APP)
         assert r.status_code == 422 and "plan" in r.text
         assert c.post("/predict", json={**rec, "plan": None}, headers=APP).status_code == 200        # missing stays allowed
+
+def app_on(registry, model="churn@production", **kw):
+    "The app itself (no server), with the test key ring."
+    from mlnb.serve import ServeSettings, create_app
+    os.environ["MLNB_TEST_SERVE_KEYS"] = json.dumps(KEYS)
+    return create_app(ServeSettings(model, str(registry), keys_env="MLNB_TEST_SERVE_KEYS", drift_window=0, **kw))
+
+def test_requests_must_be_unambiguous_json_within_the_limits(models):
+    "Not JSON -> 415; a key given twice -> 422 naming it (the log must hold what was scored); too many records -> 413 before any is checked; a 422 lists at most 50 errors."
+    from starlette.testclient import TestClient
+    rec = records(models["rows"].head(1))[0]
+    body = json.dumps(rec)
+    twice = body[:-1] + ', "plan": "' + ("basic" if rec["plan"] != "basic" else "premium") + '"}'
+    with TestClient(app_on(models["registry"], "churn@v1")) as c:
+        assert c.post("/predict", content=body, headers=APP).status_code == 415                                        # no content type
+        r = c.post("/predict", content=body, headers={**APP, "content-type": "text/plain"})                             # a web form's kind
+        assert r.status_code == 415 and "application/json" in r.json()["detail"]
+        assert c.post("/predict", content=body, headers={**APP, "content-type": "application/json; charset=utf-8"}).status_code == 200
+        r = c.post("/predict", content=twice, headers={**APP, "content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["detail"] == [dict(loc=["body", "plan"], msg="field given more than once", type="duplicate_key")]
+        r = c.post("/predict", content=f"[{body}, {twice}]", headers={**APP, "content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", 1, "plan"]
+        spaced = body[:-1] + ', "plan"  :  "basic"}'                                                                   # whitespace before the colon
+        assert c.post("/predict", content=spaced, headers={**APP, "content-type": "application/json"}).status_code == 422
+        quoted = {**rec, "plan": 'a"b:c'}                                                                              # a quote and colon inside a value
+        assert c.post("/predict", json=quoted, headers=APP).status_code == 200
+        r = c.post("/predict", content=b"[" + b"{}," * 200_000 + b"{}]", headers={**APP, "content-type": "application/json"})
+        assert r.status_code == 413 and "at most 1000" in r.json()["detail"] and len(r.content) < 200
+        r = c.post("/predict", json=[{}] * 1000, headers=APP)                                                          # 1000 records, each missing every field
+        detail = r.json()["detail"]
+        assert r.status_code == 422 and len(detail) == 51 and detail[-1]["type"] == "too_many_errors" and "more errors" in detail[-1]["msg"]
+        r = c.post("/predict", json=rec)
+        assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
+
+def test_reload_refuses_a_version_with_other_inputs_and_checks_the_served_files(models, tmp_path):
+    "The request checks follow the served version's inputs, so a version with other columns needs a restart (409); reloading the same version re-verifies its files."
+    from starlette.testclient import TestClient
+    registry = tmp_path/"registry"
+    shutil.copytree(models["registry"], registry)
+    set_alias(registry, "churn", "production", models["v1"], reason="test")
+    rows = churn_rows(3000, 0).drop("age").rename({"region": "area"})
+    other = build(registry, rows, 10)
+    with TestClient(app_on(registry)) as c:
+        set_alias(registry, "churn", "production", other, reason="test")
+        r = c.post("/admin/reload", headers=OPS)
+        assert r.status_code == 409 and "other input columns" in r.text and "added area" in r.text and "removed region, age" in r.text and "still serving v1" in r.text
+        assert c.post("/predict", json=records(models["rows"].head(1))[0], headers=APP).json()["version"] == "v1"
+        set_alias(registry, "churn", "production", models["v1"], reason="test")
+        assert c.post("/admin/reload", headers=OPS).json() == {"status": "unchanged", "version": "v1"}
+        model_txt = registry/"churn"/models["v1"]/"model.txt"
+        model_txt.write_bytes(model_txt.read_bytes() + b"\n")
+        r = c.post("/admin/reload", headers=OPS)
+        assert r.status_code == 409 and "sha256 differs" in r.text and "still serving v1" in r.text
+        assert c.post("/predict", json=records(models["rows"].head(1))[0], headers=APP).status_code == 200          # from memory
+
+def test_a_replacement_that_cannot_start_leaves_the_other_workers_serving(models, tmp_path):
+    "Files of the served version damaged, then a worker killed: its replacement cannot start, the other worker keeps serving and the slot is retried."
+    registry = tmp_path/"registry"
+    shutil.copytree(models["registry"], registry)
+    model_txt = registry/"churn"/models["v1"]/"model.txt"
+    good, rec = model_txt.read_bytes(), records(models["rows"].head(1))[0]
+    with running_service("churn@v1", "--registry", str(registry), "--workers", "2", "--no-log", env={"MLNB_API_KEYS": json.dumps(KEYS)}) as url:
+        port = int(url.rsplit(":", 1)[1])
+        wait_for(lambda: listening(port) == 2)
+        parent, before = workers_of(port)
+        model_txt.write_bytes(good + b"\n")
+        os.kill(before[0], signal.SIGKILL)
+        wait_for(lambda: before[0] not in workers_of(port)[1], 10)
+        time.sleep(4)                                                      # the replacement has tried and failed by now
+        assert Path(f"/proc/{parent}").exists() and listening(port) == 1
+        assert all(httpx.post(f"{url}/predict", json=rec, headers=APP).status_code == 200 for _ in range(20))
+        model_txt.write_bytes(good)
+        wait_for(lambda: listening(port) == 2, 30)                         # retried after RETRY_S: back to two workers
+
+@pytest.mark.parametrize("args, message", [
+    (["--port", "70000"], "port 70000 is not a TCP port"),
+    (["--workers", "0"], "0 workers cannot serve"),
+    (["--host", "999.1.1.1"], "use an address of this machine for --host"),
+    (["--keys-file", "/nonexistent/keys.yaml"], "the key ring file /nonexistent/keys.yaml does not exist"),
+    (["--ssl-certfile", "/nonexistent/cert.pem"], "--ssl-certfile: /nonexistent/cert.pem does not exist"),
+])
+def test_bad_serve_arguments_are_clear_errors(models, tmp_path, args, message):
+    env = {**{k: v for k, v in os.environ.items() if k != "MLNB_API_KEYS"}, **({"MLNB_API_KEYS": json.dumps(KEYS)} if "--host" in args else {})}
+    res = subprocess.run([str(MLNB), "serve", "churn@v1", "--registry", str(models["registry"]), *args], capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr and "serving" not in res.stdout, res.stderr
+
+def test_drift_gauges_do_not_keep_a_stale_value(models):
+    "A column the latest window cannot measure (here: all missing) shows NaN on /metrics, not the PSI of an older window."
+    import math, itertools
+    from prometheus_client import CollectorRegistry
+    from mlnb.monitor import reference_stats
+    from mlnb.serve import DriftWatch
+    rows = churn_rows(2000, 3)
+    registry = CollectorRegistry()
+    watch = DriftWatch(registry, window=500, every_s=0, min_rows=100)
+    watch.version, watch.reference = "v1", reference_stats(rows, ["age", "plan"], ["plan"])
+    watch.recent.extend(zip(rows.select("age", "plan").head(500).to_dicts(), itertools.repeat(None)))
+    first = watch.update()
+    value = lambda c: registry.get_sample_value("mlnb_drift_psi", {"version": "v1", "column": c})
+    assert set(first) == {"age", "plan"} and value("age") == first["age"] and not math.isnan(value("age"))
+    watch.recent.extend(zip([{"age": None, "plan": "basic"}] * 500, itertools.repeat(None)))
+    second = watch.update()
+    assert "age" not in second and math.isnan(value("age")) and value("plan") == second["plan"]
