@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import MlnbError
 
 # %% auto #0
-__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'check_tls', 'main']
+__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'check_tls', 'inside', 'main']
 
 # %% ../nbs/15_cli.ipynb #ff5107dd
 def parser()->argparse.ArgumentParser:
@@ -106,6 +106,8 @@ def _list_models(reg:Path, name:str|None)->int:
 def _models(args)->int:
     from mlnb import registry as r
     reg = registry_dir(args)
+    name = getattr(args, "name", None)                 # a mistyped name: say so (and create nothing)
+    if name and not (reg/r.check_name(name)).is_dir(): raise MlnbError(f"no model '{name}' in the registry {reg}", fix=f"models there: {', '.join(r.models(reg)) or 'none'}.")
     if args.action == "list": return _list_models(reg, args.name)
     if args.action == "show":
         ref = args.ref
@@ -134,7 +136,7 @@ def _models(args)->int:
         what = " ".join(f"{k}={e[k]}" for k in ("version", "alias", "previous", "forced", "decision", "attempted") if e.get(k) not in (None, False))
         print(f"{e.get('seq', '?'):>4} {e.get('time')}  {e.get('actor')}  {e.get('action')} {what}  {e.get('reason') or ''}")
     if not args.verify: return 0
-    problems = r.audit_problems(reg/r.check_name(args.name))
+    problems = r.audit_problems(reg/r.check_name(args.name), files=True)
     for p in problems: print(f"mlnb models audit: TAMPERED: {p}", file=sys.stderr)
     print("audit log intact: hash chain, head, aliases and version checksums verified" if not problems else f"audit log FAILED verification ({len(problems)} problem(s))")
     return 1 if problems else 0
@@ -173,6 +175,8 @@ def _data(args)->int:
         logs = [p for p in (cfg.runs_dir, cfg.serve.log_dir) if p]
         entry = erase(store, column, args.subjects, folders=logs, reason=args.reason, key_file=cfg.data.key_file)
         print(f"erased {entry['rows']:,} row(s) of {entry['subjects']} subject(s) from {len(entry['files'])} file(s); recorded in {store.root/'erasures.jsonl'}")
+        if not entry["rows"]: print(f"warning: no row has {column} in {args.subjects}: check the ids (and their type)")
+        print("note: the raw sources (data.sources) still hold these rows; delete them there too, or the next run collects them again")
         return 0
     need = {"show": 1, "diff": 2}.get(args.action, 0)
     if len(args.ids) != need: raise MlnbError(f"`mlnb data {args.action}` takes {need} snapshot id(s), got {len(args.ids)}")
@@ -182,6 +186,7 @@ def _data(args)->int:
     elif args.action == "show": print(json.dumps({k: v for k, v in store.get(args.ids[0]).items()}, indent=2))
     elif args.action == "diff": print(json.dumps(diff(store, *args.ids), indent=2))
     else:
+        if args.keep is not None and args.keep < 1: raise MlnbError(f"--keep {args.keep} would delete the newest snapshot", where="--keep", fix="keep at least 1.")
         gone = prune(store, cfg.data.keep_snapshots if args.keep is None else args.keep, referenced_snapshots(cfg.package.registry))
         print(f"pruned {len(gone)} snapshot(s): {', '.join(gone) or 'none'}")
     return 0
@@ -232,13 +237,21 @@ def _predict(args)->int:
     from mlnb.serve import score_file
     cfg, *_ = _serve_config(args)
     package = ModelPackage(resolve(args.model, registry_dir(args)))
-    n = score_file(package, args.input, args.output, args.chunk or cfg.chunk_rows)
+    inside(Path(args.output), registry_dir(args), "--output")
+    n = score_file(package, args.input, args.output, cfg.chunk_rows if args.chunk is None else args.chunk)
     print(f"scored {n:,} rows with {package.name}@{package.version} -> {args.output}")
     return 0
+
+def inside(path:Path, registry:Path, what:str):
+    "An error if `path` lies in the model registry: its version folders are sealed, and nothing but the registry writes there."
+    if registry.exists() and path.resolve().is_relative_to(registry.resolve()):
+        raise MlnbError(f"{path} is inside the model registry {registry}", where=what, fix="write it somewhere else; the registry's folders are sealed.")
 
 def _export(args)->int:
     from mlnb.registry import resolve, verify
     src, dest = resolve(args.model, registry_dir(args)), Path(args.dest)
+    inside(dest, registry_dir(args), "dest")
+    if dest.exists() and not dest.is_dir(): raise MlnbError(f"{dest} is a file", where="dest", fix="name a new or empty folder.")
     verify(src)
     if dest.exists() and any(dest.iterdir()): raise MlnbError("the destination folder is not empty", where=str(dest))
     shutil.copytree(src, dest, dirs_exist_ok=True)

@@ -15,7 +15,7 @@ from .core import MlnbError, atomic_path
 __all__ = ['AGGREGATIONS', 'METRICS', 'TASK_METRICS', 'SERVICE_REQUIREMENTS', 'Strict', 'HttpSource', 'Source', 'Synthetic',
            'DataCfg', 'ValidateCfg', 'FeaturesCfg', 'ProblemCfg', 'TrainCfg', 'TuneCfg', 'Costs', 'EvaluateCfg',
            'PackageCfg', 'DeployCfg', 'ServeCfg', 'MonitorCfg', 'TrackingCfg', 'Config', 'config_errors',
-           'apply_overrides', 'load_config', 'save_config', 'demo_config']
+           'ConfigLoader', 'read_yaml', 'apply_overrides', 'load_config', 'save_config', 'demo_config']
 
 # %% ../nbs/11_config.ipynb #cc3202ca
 class Strict(BaseModel):
@@ -397,6 +397,27 @@ def config_errors(err:ValidationError, text:str="", overrides:dict|None=None)->l
     return [m for _, m in sorted(found, key=lambda x: x[0])]
 
 # %% ../nbs/11_config.ipynb #dc7eff2c
+class ConfigLoader(yaml.SafeLoader):
+    "YAML as mlnb reads configs: only true/false are booleans (`off`, `on`, `yes`, `no` stay words), and a key given twice is an error."
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=deep)
+            if key in seen: raise yaml.constructor.ConstructorError(None, None, f"'{key}' appears twice in one section (the later one would silently win)", k.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+ConfigLoader.yaml_implicit_resolvers = {c: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:bool"] for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+def read_yaml(text:str, where:str):
+    "`text` parsed with `ConfigLoader`; a syntax error names the line and column."
+    try: return yaml.load(text, Loader=ConfigLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line+1}, column {mark.column+1}" if mark else ""
+        raise MlnbError(f"not valid YAML{at}: {getattr(e, 'problem', e)}", where=where, fix="fix the syntax (indentation, colons, quotes).") from None
+
 def apply_overrides(raw:dict,            # config as loaded from YAML
                     overrides:list[str]  # "dotted.key=value" strings
                    )->dict:              # a new dict with the overrides applied
@@ -416,9 +437,12 @@ def apply_overrides(raw:dict,            # config as loaded from YAML
             else: node = node.setdefault(part, {})
             if not isinstance(node, (dict, list)):
                 raise MlnbError(f"override '{key}': '{'.'.join(parts[:i+1])}' is a value, not a section", where="-p")
-        last = parts[-1]
-        if isinstance(node, list): node[int(last)] = yaml.safe_load(value)
-        else: node[last] = yaml.safe_load(value)
+        last, value = parts[-1], read_yaml(value, f"-p {item}")
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise MlnbError(f"override '{key}': '{last}' is not an index of the list '{'.'.join(parts[:-1])}' ({len(node)} items)", where="-p")
+            node[int(last)] = value
+        else: node[last] = value
     return raw
 
 # %% ../nbs/11_config.ipynb #2c23053c
@@ -445,12 +469,11 @@ def load_config(path:str|Path,             # the YAML file, usually mlnb.yaml
     path = Path(path)
     if not path.is_file():
         raise MlnbError("config file not found", where=str(path), fix="pass the right path with -c, or copy mlnb.yaml from the mlnb repository.")
-    text = path.read_text(encoding="utf-8")
-    try: raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line+1}, column {mark.column+1}" if mark else ""
-        raise MlnbError(f"not valid YAML{at}: {getattr(e, 'problem', e)}", where=str(path), fix="fix the syntax (indentation, colons, quotes).") from None
+    try: text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise MlnbError(f"not UTF-8 text: byte {e.object[e.start:e.start + 1]!r} on line {line}", where=str(path), fix="save the file as UTF-8.") from None
+    raw = read_yaml(text, str(path)) or {}
     if not isinstance(raw, dict):
         raise MlnbError(f"the top level must be a mapping of sections, not {type(raw).__name__}", where=str(path))
     raw = apply_overrides(raw, list(overrides))

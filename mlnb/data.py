@@ -474,6 +474,12 @@ def run_data(config_path:str|None=None, # pipeline config (the runner passes the
         raise MlnbError(f"the target column '{data.target}' is not in the data (columns: {', '.join(df.columns)})",
                         where="config data.target", fix="set data.target to the column to predict.")
     mode, pii = data.pii_mode, [c for c in data.pii if c in df.columns]
+    for c in (c for c in data.pii if c not in df.columns):       # a misspelt PII column would let the real one into the snapshot
+        import difflib
+        if (near := difflib.get_close_matches(c, df.columns, n=1, cutoff=0.75)):
+            raise MlnbError(f"data.pii lists '{c}', which is not a column; did you mean '{near[0]}'?", where="config data.pii",
+                            fix=f"correct the name, so that '{near[0]}' is {'dropped' if mode == 'drop' else 'pseudonymised'} before the snapshot is written.")
+        print(f"warning: data.pii lists '{c}', which no source provides (nothing to protect)")
     salt = pii_salt(data.pii_salt_file) if mode == "pseudonymise" and pii else None
     df = protect_pii(df, pii, mode, salt)
     if data.id_column in df.columns: df = df.sort(data.id_column)

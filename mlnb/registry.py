@@ -151,9 +151,12 @@ def _replay(entries:list[dict])->tuple[dict, dict]:
         aliases[e.get("alias")] = e.get("version")
     return aliases, stacks
 
-def audit_problems(folder:str|Path)->list[str]:
+def audit_problems(folder:str|Path,
+                   files:bool=False   # also check every version's files against its checksums (`mlnb models audit --verify`)
+                  )->list[str]:
     "Everything wrong with a model's audit log and what it vouches for; [] when intact."
     folder, problems, entries, prev = Path(folder), [], [], ""
+    if not folder.is_dir(): return [f"{folder} does not exist"]
     log, head = folder/"audit.jsonl", folder/"audit.head.json"
     for i, line in enumerate(log.read_text().splitlines() if log.exists() else [], 1):
         try: e = json.loads(line)
@@ -168,16 +171,24 @@ def audit_problems(folder:str|Path)->list[str]:
     aliases = load_json(folder/"aliases.json") if (folder/"aliases.json").exists() else {}
     if entries and aliases != _replay(entries)[0]: problems.append(f"aliases.json {aliases} is not what the log records {_replay(entries)[0]}")
     recorded = {e.get("version"): e.get("checksums") for e in entries if e.get("action") == "register"}
-    for v in sorted((p.name for p in folder.iterdir() if VERSION.fullmatch(p.name)), key=lambda s: int(s[1:])) if folder.is_dir() else []:
+    present = sorted((p.name for p in folder.iterdir() if VERSION.fullmatch(p.name)), key=lambda s: int(s[1:]))
+    for v in present:
         if v not in recorded: problems.append(f"{v}: no registration in the log")
         elif recorded[v] and (not (folder/v/"checksums.json").is_file() or sha256_file(folder/v/"checksums.json") != recorded[v]):
             problems.append(f"{v}: checksums.json is not the one recorded at registration (the version was changed and re-sealed)")
+        elif files:
+            try: verify(folder/v)
+            except MlnbError as e: problems.append(f"{v}: {e.what}")
+    problems += [f"{v}: registered, but its folder is missing" for v in recorded if v and v not in present]
+    problems += [f"alias {a} points at {v}, which does not exist" for a, v in aliases.items() if v not in present]
     return problems
 
 @contextlib.contextmanager
 def _change(registry:str|Path, name:str, action:str, actor:str|None):
     "The one door for every registry change: yields (model folder, actor) under the model's lock."
     folder, actor = Path(registry)/check_name(name), who(actor)
+    if action != "register" and not folder.is_dir():     # a mistyped name must not leave a folder (and a model) behind
+        raise MlnbError(f"no model '{name}' in the registry {registry}", where=str(registry), fix="check the name (`mlnb models` lists them) or --registry.")
     with _locked(folder):
         problems = audit_problems(folder)
         if problems: raise MlnbError(f"refusing to {action.replace('_', ' ')}: the audit log of '{name}' fails verification ({'; '.join(problems)})",

@@ -11,10 +11,10 @@ from .config import Config, load_config, save_config
 from .steps import JOBS, STEPS, STEP_NAMES, Step, get_step, notebooks_dir
 
 # %% auto #0
-__all__ = ['SHARED_MODULES', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests',
+__all__ = ['SHARED_MODULES', 'RUN_ID', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests',
            'external_digests', 'fingerprint', 'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree',
            'StepFailed', 'start_kernel', 'stop_kernel', 'ipc_kernel', 'KernelPool', 'running_cell', 'execute_step',
-           'cell_seconds', 'PipelineRun', 'run_pipeline', 'recorded_config', 'reproduce']
+           'cell_seconds', 'alive', 'PipelineRun', 'run_pipeline', 'recorded_config', 'reproduce']
 
 # %% ../nbs/14_runner.ipynb #1ac78743
 def parse_steps(spec:str|None)->list[Step]:
@@ -83,6 +83,8 @@ def fingerprint(step:Step, cfg:Config, outputs:dict[str,dict])->str:
 
 # %% ../nbs/14_runner.ipynb #5a2af258
 def now()->str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 def new_run_id()->str:
     "A sortable, unique run id: UTC time plus four random hex digits."
@@ -257,6 +259,11 @@ def _closure(steps:list[Step])->list[Step]:
     return [s for s in (*STEPS, *JOBS) if s.name in need]
 
 # %% ../nbs/14_runner.ipynb #9bf31a84
+def alive(pid:int|None)->bool:
+    "Whether process `pid` is running `mlnb` (a run's recorded process)."
+    try: return bool(pid) and b"mlnb" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError: return False
+
 def _resume(config_path, run_id:str):
     "Reopen a failed run: its recorded config, and the chosen steps not yet done."
     runs = load_config(config_path).runs_dir if Path(config_path).is_file() else "runs"
@@ -264,6 +271,8 @@ def _resume(config_path, run_id:str):
     if not (run_dir/"run.json").is_file():
         raise MlnbError(f"no run '{run_id}' in {runs}", fix="pass a run id from the runs folder (its folder name).")
     record = load_json(run_dir/"run.json")
+    if record.get("status") == "running" and alive(record.get("pid")):   # two writers in one run folder would mix their outputs
+        raise MlnbError(f"run {run_id} is still running (process {record['pid']})", fix="wait for it to end (or stop it), then resume.")
     todo = [get_step(n) for n in record["selected"] if record["steps"][n]["status"] not in ("ok", "reused")]
     if not todo: raise MlnbError(f"run {run_id} has nothing left to do (status {record['status']})")
     record.update(status="running", finished=None, resumed=record.get("resumed", 0) + 1)
@@ -359,7 +368,11 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
                  echo=_say)->dict:                  # the final run record
     "Run the pipeline; returns run.json's content (status ok or failed)."
     started = time.perf_counter()
+    for what, rid in (("--run-id", run_id), ("--resume", resume)):
+        if rid is not None and not RUN_ID.fullmatch(rid):        # a folder name inside runs_dir, nothing that climbs out of it
+            raise MlnbError(f"{rid!r} is not a run id", where=what, fix="use letters, digits, '.', '_' and '-' only (at most 100), e.g. nightly-2026-12-07.")
     cfg, run_dir, config_file, record, todo = _start(config_path, list(overrides), steps, resume, run_id)
+    record["pid"] = os.getpid()                                   # `--resume` refuses a run whose process still runs
     run = PipelineRun(cfg, run_dir, config_file, record, echo)
     run.save()
     plan, chosen, failed = _closure(todo), {s.name for s in todo}, None
@@ -386,6 +399,12 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
             run.pool.prepare(upcoming(i))
             run.execute(step, fp, tag, km)
     except MlnbError as e: failed = e
+    except KeyboardInterrupt:                                    # Ctrl-C: say so in run.json (not "running"), then stop
+        for r in run.record["steps"].values():
+            if r.get("status") == "running": r["status"] = "interrupted"
+        run.record.update(status="interrupted", finished=now()); run.save()
+        echo(f"\nrun {run_dir.name} interrupted; continue with: mlnb run --resume {run_dir.name}")
+        raise
     finally: run.pool.discard()
     return run.finish(failed, started)
 

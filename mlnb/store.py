@@ -108,6 +108,8 @@ def erase(store:SnapshotStore,             # the snapshot store
          )->dict:
     "Remove a subject's rows from snapshots and other Parquet files, and record the erasure."
     if not values: raise MlnbError("nothing to erase: no ids given", fix="pass one or more ids, e.g. `mlnb data erase --id 42`.")
+    if (ids := store.ids()) and column not in (columns := store.get(ids[-1]).get("columns", {})):   # a mistyped column would erase nothing, silently
+        raise MlnbError(f"the snapshots have no column '{column}'", where="--column / data.id_column", fix=f"use one of: {', '.join(columns)}.")
     files = {}
     for sid in store.ids():
         path = store.root/sid/"snapshot.parquet"

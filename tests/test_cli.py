@@ -26,6 +26,7 @@ def test_missing_config(cli, tmp_path):
     ("trian:\n  num_leaves: 63\n", "unknown key 'trian' (line 1): did you mean 'train'?"),
     ("data:\n  sources:\n    - {name: x, kind: xls, path: a.xls}\n", "'data.sources.0.kind' (line 3)"),
     ("- just\n- a list\n", "the top level must be a mapping"),
+    ("train:\n  num_leaves: 63\ntrain:\n  learning_rate: 0.1\n", "line 3, column 1: 'train' appears twice in one section"),
 ])
 def test_bad_config(cli, tmp_path, text, expected):
     (tmp_path/"mlnb.yaml").write_text(text)
@@ -47,6 +48,9 @@ def test_all_problems_reported_at_once(cli, tmp_path):
     (["--steps", "09"], "unknown step '09'"),
     (["--steps", "05-02"], "runs backwards"),
     (["--resume", "no-such-run"], "no run 'no-such-run'"),
+    (["-p", "data.sources.x=1"], "'x' is not an index of the list 'data.sources'"),
+    (["-p", "train.num_leaves=[1"], "-p train.num_leaves=[1: not valid YAML"),
+    (["--run-id", "../escaped"], "'../escaped' is not a run id"),
 ])
 def test_bad_arguments(cli, tmp_path, args, expected):
     write_config(tmp_path)
@@ -80,3 +84,72 @@ def test_models_show_and_audit_after_a_run(cli, first_run, project):
     assert shown["onnx"]["exported"] and shown["onnx"]["parity"]["max_abs_diff"] <= 1e-5, shown["onnx"]
     res = cli("models", "audit", "churn", "--verify", cwd=project)
     assert res.returncode == 0 and "audit log intact" in res.stdout and "register version=v1" in res.stdout
+
+
+def test_config_words_and_encoding(cli, tmp_path):
+    "`off` is the word the config documents (YAML 1.1 would read a boolean); a non-UTF-8 byte names its line."
+    from mlnb.config import load_config
+    write_config(tmp_path)
+    text = (tmp_path/"mlnb.yaml").read_text()
+    assert "  onnx: auto\n" in text
+    (tmp_path/"mlnb.yaml").write_text(text.replace("  onnx: auto\n", "  onnx: off\n"))
+    assert load_config(tmp_path/"mlnb.yaml").package.onnx == "off"
+    (tmp_path/"bad.yaml").write_bytes(b"seed: 1\n# caf\xe9\n")
+    res = cli("run", "-c", "bad.yaml", cwd=tmp_path)
+    assert res.returncode == 2 and "not UTF-8 text: byte b'\\xe9' on line 2" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+def test_registry_commands_check_the_name_and_the_files(cli, first_run, project, tmp_path):
+    "A mistyped model is an error that creates nothing; `audit --verify` fails on a changed file or a missing version."
+    import shutil
+    for args in (["audit", "nope", "--verify"], ["rollback", "nope"], ["list", "nope"], ["promote", "nope", "v1", "--alias", "staging"]):
+        res = cli("models", *args, cwd=project)
+        assert res.returncode == 2 and "no model 'nope'" in res.stderr, (args, res.stderr)
+    assert not (project/"registry"/"nope").exists()
+    reg = tmp_path/"registry"
+    shutil.copytree(project/"registry", reg)
+    with open(reg/"churn"/"v1"/"model.txt", "a") as f: f.write("# edited\n")
+    res = cli("models", "audit", "churn", "--verify", "--registry", reg, cwd=project)
+    assert res.returncode == 1 and "v1: model package failed its integrity check (model.txt: sha256 differs)" in res.stderr
+    shutil.rmtree(reg/"churn"/"v1")
+    res = cli("models", "audit", "churn", "--verify", "--registry", reg, cwd=project)
+    assert res.returncode == 1 and "v1: registered, but its folder is missing" in res.stderr and "alias production points at v1, which does not exist" in res.stderr
+
+def test_outputs_never_overwrite_inputs_or_the_registry(cli, first_run, project, tmp_path):
+    rows = project/"runs"/"first"/"02_features"/"test.parquet"
+    src = tmp_path/"rows.parquet"; src.write_bytes(rows.read_bytes())
+    before = src.read_bytes()
+    for args, expected in ((["--output", src], "the output would overwrite the input"), (["--output", tmp_path], "is a folder"),
+                           (["--output", project/"registry"/"churn"/"v1"/"signature.json"], "is inside the model registry"),
+                           (["--output", tmp_path/"s.csv", "--chunk", "0"], "chunks of 0 rows")):
+        res = cli("predict", "churn@production", "--input", src, *args, cwd=project)
+        assert res.returncode == 2 and expected in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+    assert src.read_bytes() == before
+    res = cli("export", "churn@production", project/"registry"/"churn"/"v9", cwd=project)
+    assert res.returncode == 2 and "is inside the model registry" in res.stderr and not (project/"registry"/"churn"/"v9").exists()
+    res = cli("models", "audit", "churn", "--verify", cwd=project)
+    assert res.returncode == 0, res.stderr
+
+def test_data_commands_refuse_what_would_lose_or_miss_data(cli, first_run, project):
+    res = cli("data", "prune", "--keep", "0", cwd=project)
+    assert res.returncode == 2 and "--keep 0 would delete the newest snapshot" in res.stderr
+    res = cli("data", "erase", "--id", "5", "--column", "custmer_id", "--reason", "test", cwd=project)
+    assert res.returncode == 2 and "the snapshots have no column 'custmer_id'" in res.stderr
+
+def test_resume_refuses_a_run_that_is_still_running(cli, project, tmp_path):
+    import subprocess, sys
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mlnb"])     # a process that looks like a running `mlnb run`
+    try:
+        run = project/"runs"/"live"
+        run.mkdir(parents=True)
+        (run/"run.json").write_text(json.dumps(dict(status="running", pid=live.pid, selected=["00_data"], steps={"00_data": {"status": "running"}})))
+        res = cli("run", "--resume", "live", cwd=project)
+        assert res.returncode == 2 and f"run live is still running (process {live.pid})" in res.stderr, res.stderr
+    finally:
+        live.kill(); live.wait()
+        import shutil; shutil.rmtree(project/"runs"/"live", ignore_errors=True)
+
+def test_a_misspelt_pii_column_stops_the_data_step(cli, first_run, project):
+    "A PII name that matches no column but nearly matches one is an error: otherwise the real column would reach the snapshot."
+    res = cli("run", "-p", "data.pii=[emial, phone]", "--steps", "00", "--run-id", "pii-typo", cwd=project)
+    assert res.returncode == 1 and "data.pii lists 'emial', which is not a column; did you mean 'email'?" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert not list((project/"runs"/"pii-typo").rglob("snapshot.parquet"))

@@ -462,3 +462,11 @@ def test_drift_gauges_do_not_keep_a_stale_value(models):
     watch.recent.extend(zip([{"age": None, "plan": "basic"}] * 500, itertools.repeat(None)))
     second = watch.update()
     assert "age" not in second and math.isnan(value("age")) and value("plan") == second["plan"]
+
+def test_unknown_roles_in_the_key_ring_are_an_error(monkeypatch):
+    from mlnb.core import MlnbError
+    from mlnb.serve import ServeSettings, load_keys
+    monkeypatch.setenv("MLNB_TEST_ROLES", json.dumps({"ops": {"key": "k-0123456789", "roles": ["predict", "god"]}}))
+    with pytest.raises(MlnbError, match="unknown role.s. god"): load_keys(ServeSettings("churn@v1", keys_env="MLNB_TEST_ROLES"))
+    monkeypatch.setenv("MLNB_TEST_ROLES", json.dumps({"ops": {"key": "k-0123456789", "roles": ["predict", "admin"]}}))
+    assert load_keys(ServeSettings("churn@v1", keys_env="MLNB_TEST_ROLES")).entries["ops"]["roles"] == ["predict", "admin"]
