@@ -470,3 +470,16 @@ def test_unknown_roles_in_the_key_ring_are_an_error(monkeypatch):
     with pytest.raises(MlnbError, match="unknown role.s. god"): load_keys(ServeSettings("churn@v1", keys_env="MLNB_TEST_ROLES"))
     monkeypatch.setenv("MLNB_TEST_ROLES", json.dumps({"ops": {"key": "k-0123456789", "roles": ["predict", "admin"]}}))
     assert load_keys(ServeSettings("churn@v1", keys_env="MLNB_TEST_ROLES")).entries["ops"]["roles"] == ["predict", "admin"]
+
+def test_an_internal_error_is_a_json_500(models):
+    "A failure inside the model (here: made to raise) answers 500 with a JSON body, as every other answer, and the service keeps answering."
+    from starlette.testclient import TestClient
+    rec = records(models["rows"].head(1))[0]
+    with TestClient(app_on(models["registry"], "churn@v1"), raise_server_exceptions=False) as c:
+        served = c.app.state.mlnb["served"]
+        def boom(rows): raise RuntimeError("boom")
+        real, served.predict = served.predict, boom
+        r = c.post("/predict", json=rec, headers=APP)
+        assert r.status_code == 500 and r.headers["content-type"] == "application/json" and "internal error" in r.json()["detail"]
+        served.predict = real
+        assert c.post("/predict", json=rec, headers=APP).status_code == 200
