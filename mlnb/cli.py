@@ -106,8 +106,7 @@ def _list_models(reg:Path, name:str|None)->int:
 def _models(args)->int:
     from mlnb import registry as r
     reg = registry_dir(args)
-    name = getattr(args, "name", None)                 # a mistyped name: say so (and create nothing)
-    if name and not (reg/r.check_name(name)).is_dir(): raise MlnbError(f"no model '{name}' in the registry {reg}", fix=f"models there: {', '.join(r.models(reg)) or 'none'}.")
+    if getattr(args, "name", None): r.model_dir(reg, args.name)        # a mistyped name: say so (and create nothing)
     if args.action == "list": return _list_models(reg, args.name)
     if args.action == "show":
         ref = args.ref

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #dca2e11c
 from __future__ import annotations
-import datetime as dt, glob, hashlib, hmac, os, re, shutil, sqlite3, tempfile, time
+import datetime as dt, difflib, glob, hashlib, hmac, os, re, shutil, sqlite3, tempfile, time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -475,7 +475,6 @@ def run_data(config_path:str|None=None, # pipeline config (the runner passes the
                         where="config data.target", fix="set data.target to the column to predict.")
     mode, pii = data.pii_mode, [c for c in data.pii if c in df.columns]
     for c in (c for c in data.pii if c not in df.columns):       # a misspelt PII column would let the real one into the snapshot
-        import difflib
         if (near := difflib.get_close_matches(c, df.columns, n=1, cutoff=0.75)):
             raise MlnbError(f"data.pii lists '{c}', which is not a column; did you mean '{near[0]}'?", where="config data.pii",
                             fix=f"correct the name, so that '{near[0]}' is {'dropped' if mode == 'drop' else 'pseudonymised'} before the snapshot is written.")

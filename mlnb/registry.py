@@ -15,11 +15,11 @@ from .steps import open_step
 
 # %% auto #0
 __all__ = ['NAME', 'VERSION', 'ALIASES', 'REGISTRY_KEYS_ENV', 'TOKEN_ENV', 'ACTION_ROLES', 'check_name', 'check_version',
-           'resolve', 'read_aliases', 'seal', 'verify', 'ModelPackage', 'audit_log', 'audit_problems', 'access_ring',
-           'register', 'set_alias', 'rollback', 'model_card', 'record_decision', 'models', 'versions', 'describe',
-           'diff_versions', 'trail', 'signature', 'exact_thresholds', 'onnx_predict', 'export_onnx',
-           'pinned_requirements', 'mlnb_wheel', 'dockerfile', 'build_package', 'environment', 'monitoring_reference',
-           'run_package']
+           'models', 'model_dir', 'resolve', 'read_aliases', 'seal', 'verify', 'ModelPackage', 'audit_log',
+           'audit_problems', 'access_ring', 'register', 'set_alias', 'rollback', 'model_card', 'record_decision',
+           'versions', 'describe', 'diff_versions', 'trail', 'signature', 'exact_thresholds', 'onnx_predict',
+           'export_onnx', 'pinned_requirements', 'mlnb_wheel', 'dockerfile', 'build_package', 'environment',
+           'monitoring_reference', 'run_package']
 
 # %% ../nbs/06_package.ipynb #a8c49878
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -38,6 +38,20 @@ def check_version(version:str)->str:
         raise MlnbError(f"'{version}' is not a version like v3", fix="list the versions with `mlnb models list`.")
     return version
 
+def models(registry:str|Path)->list[str]:
+    "The names of the models in a registry."
+    reg = Path(registry)
+    return sorted(p.name for p in reg.iterdir() if p.is_dir() and NAME.fullmatch(p.name)) if reg.is_dir() else []
+
+def model_dir(registry:str|Path, name:str)->Path:
+    "A registered model's folder; a clear error, listing the models there, if it has none."
+    folder = Path(registry)/check_name(name)
+    if not folder.is_dir():
+        known = models(registry)
+        raise MlnbError(f"no model '{name}' in the registry {registry}" + ("" if Path(registry).is_dir() else " (no such folder)"), where=str(registry),
+                        fix=f"models there: {', '.join(known)}." if known else "check --registry (or package.registry), or run the pipeline to register a model.")
+    return folder
+
 def resolve(ref:str, registry:str|Path="registry")->Path:
     "The version folder a reference points to."
     if "@" not in ref:
@@ -45,12 +59,9 @@ def resolve(ref:str, registry:str|Path="registry")->Path:
         if (path/"checksums.json").is_file(): return path
         raise MlnbError(f"'{ref}' is neither MODEL@ALIAS, MODEL@vN nor a model version folder", fix="e.g. churn@production or registry/churn/v1.")
     name, _, tag = ref.partition("@")
-    folder = Path(registry)/check_name(name)
+    check_name(name)
     if tag not in ALIASES and not VERSION.fullmatch(tag): raise MlnbError(f"'{tag}' is not an alias ({', '.join(ALIASES)}) or a version like v3", where=ref)
-    if not folder.is_dir():
-        known = sorted(p.name for p in Path(registry).iterdir() if p.is_dir() and NAME.fullmatch(p.name)) if Path(registry).is_dir() else []
-        raise MlnbError(f"no model '{name}' in the registry {registry}" + ("" if Path(registry).is_dir() else " (no such folder)"), where=ref,
-                        fix=f"models there: {', '.join(known)}." if known else "check --registry (or package.registry), or run the pipeline to register a model.")
+    folder = model_dir(registry, name)
     if tag in ALIASES:
         version = read_aliases(registry, name).get(tag)
         if not version: raise MlnbError(f"model '{name}' has no '{tag}' alias yet", where=str(folder), fix="run the pipeline (step 07 promotes) or `mlnb models promote`.")
@@ -186,9 +197,8 @@ def audit_problems(folder:str|Path,
 @contextlib.contextmanager
 def _change(registry:str|Path, name:str, action:str, actor:str|None):
     "The one door for every registry change: yields (model folder, actor) under the model's lock."
-    folder, actor = Path(registry)/check_name(name), who(actor)
-    if action != "register" and not folder.is_dir():     # a mistyped name must not leave a folder (and a model) behind
-        raise MlnbError(f"no model '{name}' in the registry {registry}", where=str(registry), fix="check the name (`mlnb models` lists them) or --registry.")
+    # only a registration may create the model's folder: a mistyped name must not leave one (and a model) behind
+    folder, actor = Path(registry)/check_name(name) if action == "register" else model_dir(registry, name), who(actor)
     with _locked(folder):
         problems = audit_problems(folder)
         if problems: raise MlnbError(f"refusing to {action.replace('_', ' ')}: the audit log of '{name}' fails verification ({'; '.join(problems)})",
@@ -315,15 +325,9 @@ def record_decision(registry:str|Path, name:str, decision:str, reason:str, actor
         return _append(model_dir, action="decide", actor=actor, decision=decision, reason=reason, **details)
 
 # %% ../nbs/06_package.ipynb #b8d46e9a
-def models(registry:str|Path)->list[str]:
-    "The names of the models in a registry."
-    reg = Path(registry)
-    return sorted(p.name for p in reg.iterdir() if p.is_dir() and NAME.fullmatch(p.name)) if reg.is_dir() else []
-
 def versions(registry:str|Path, name:str)->list[str]:
     "A model's versions, oldest first."
-    folder = Path(registry)/check_name(name)
-    if not folder.is_dir(): raise MlnbError(f"no model '{name}' in the registry", where=str(registry), fix="list them with `mlnb models list`.")
+    folder = model_dir(registry, name)
     return sorted((p.name for p in folder.iterdir() if VERSION.fullmatch(p.name)), key=lambda v: int(v[1:]))
 
 def describe(ref:str, registry:str|Path="registry")->dict:

@@ -417,11 +417,10 @@ SERVE_ROLES = ("predict", "admin")
 def load_keys(settings:ServeSettings):
     "The key ring, or None on loopback without one; an error on a public address without one."
     from mlnb.security import KeyRing
-    named = settings.keys_file and not os.environ.get(settings.keys_env, "").strip()
-    if named and (not Path(settings.keys_file).is_file() or not Path(settings.keys_file).read_text(encoding="utf-8").strip()):
+    ring = KeyRing.load(settings.keys_env, settings.keys_file)
+    if ring is None and settings.keys_file:            # a named key ring that gave nothing: missing or empty (never serve open by mistake)
         raise MlnbError(f"the key ring file {settings.keys_file} {'is empty' if Path(settings.keys_file).is_file() else 'does not exist'}", where="--keys-file / serve.keys_file",
                         fix="give the path of the key ring (YAML: name: {key: ..., roles: [predict]}), or leave it unset to serve without keys on loopback.")
-    ring = KeyRing.load(settings.keys_env, settings.keys_file)
     if ring and (unknown := sorted({r for e in ring.entries.values() for r in e["roles"]} - set(SERVE_ROLES))):   # a typo would lock its holder out
         raise MlnbError(f"the key ring gives unknown role(s) {', '.join(unknown)}", where=f"${settings.keys_env} / --keys-file",
                         fix=f"the service's roles are {' and '.join(SERVE_ROLES)}.")
