@@ -23,7 +23,7 @@ def parser()->argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_ID", help="continue a failed run from its failed step")
     r.add_argument("--force", action="store_true", help="re-run steps even when a cached result matches")
     r.add_argument("--run-id", help="name of the new run folder (default: time-stamped)")
-    for name, text in (("serve", "serve a model over HTTP (FastAPI)"), ("predict", "score a CSV/Parquet file"), ("export", "copy a model version folder")):
+    for name, text in (("serve", "serve a model over HTTP (FastAPI)"), ("predict", "score a CSV, TSV, Parquet or JSONL file"), ("export", "copy a model version folder")):
         s = sub.add_parser(name, help=text)
         s.add_argument("model", help="MODEL@ALIAS, MODEL@vN or a version folder")
         s.add_argument("-c", "--config", default=None, help="config whose package.registry to use")
@@ -35,7 +35,7 @@ def parser()->argparse.ArgumentParser:
             s.add_argument("--keys-file", help="API key ring file (default: serve.keys_file; $MLNB_API_KEYS wins)")
             s.add_argument("--log-dir", help="prediction log folder (default: serve.log_dir)"); s.add_argument("--no-log", action="store_true", help="no prediction log")
         if name == "predict":
-            s.add_argument("--input", required=True, help="CSV or Parquet rows to score"); s.add_argument("--output", required=True, help="CSV or Parquet file to write")
+            s.add_argument("--input", required=True, help="rows to score: .csv, .tsv, .parquet or .jsonl"); s.add_argument("--output", required=True, help="file to write, in the format its extension names")
             s.add_argument("--chunk", type=int, help="rows per chunk (default: serve.chunk_rows)")
         if name == "export": s.add_argument("dest", help="folder to copy the version into")
     d = sub.add_parser("data", help="list, show, diff and prune stored data snapshots; erase a subject's rows")
@@ -210,7 +210,7 @@ def check_tls(cert:str, key:str|None=None):
 
 def _serve(args)->int:
     from mlnb.registry import ModelPackage, resolve
-    from mlnb.serve import ServeSettings, serve
+    from mlnb.serve import FOLLOW_S, ServeSettings, serve
     cfg, pii, base, key_file = _serve_config(args)
     registry = registry_dir(args)
     package = ModelPackage(resolve(args.model, registry))              # fail fast on a bad reference or a tampered package
@@ -219,6 +219,7 @@ def _serve(args)->int:
                              args.keys_file or (str(base/cfg.keys_file) if cfg.keys_file else None), log_dir, cfg.log_batch, cfg.log_seconds,
                              cfg.unseen_categories, pii, cfg.watch_s, cfg.encrypt_log, key_file, cfg.log_retention_days, cfg.drift_window, cfg.drift_every_s)
     port, workers = cfg.port if args.port is None else args.port, cfg.workers if args.workers is None else args.workers
+    settings = settings._replace(workers=workers, watch_seconds=cfg.watch_s or (FOLLOW_S if workers > 1 else 0.0))   # a reload reaches one worker
     tls, tls_key = args.ssl_certfile or cfg.ssl_certfile, args.ssl_keyfile or cfg.ssl_keyfile
     if not 1 <= port <= 65535: raise MlnbError(f"port {port} is not a TCP port", where="--port / serve.port", fix="use a port from 1 to 65535, e.g. 8000.")
     if workers < 1: raise MlnbError(f"{workers} workers cannot serve", where="--workers / serve.workers", fix="use 1 or more (one per core is a good start).")

@@ -286,7 +286,7 @@ class ServeCfg(Strict):
     ssl_certfile: str|None = None               # TLS certificate (PEM); with ssl_keyfile, serves HTTPS
     ssl_keyfile: str|None = None
     chunk_rows: int = Field(50_000, ge=1)       # batch scoring: rows per chunk
-    watch_s: float = Field(0.0, ge=0)           # > 0: every worker follows MODEL@ALIAS, checking this often (POST /admin/reload reaches one worker)
+    watch_s: float = Field(0.0, ge=0)           # > 0: every worker follows MODEL@ALIAS, checking this often; 0: off with 1 worker, 5 s with several (POST /admin/reload reaches one worker)
     encrypt_log: bool = False                   # prediction log encrypted at rest (key from $MLNB_DATA_KEY or data.key_file)
     log_retention_days: float|None = Field(None, gt=0)  # delete prediction-log files older than this (null: keep all)
     drift_window: int = Field(5000, ge=0)       # recent request rows compared with the training reference on /metrics (0: off)

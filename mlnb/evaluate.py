@@ -5,6 +5,7 @@
 # %% ../nbs/05_evaluate.ipynb #e1a9c9b5
 from __future__ import annotations
 import difflib
+from pathlib import Path
 import numpy as np
 import polars as pl
 import lightgbm as lgb
@@ -15,10 +16,11 @@ from .steps import open_step
 from .security import is_encrypted, load_frame
 
 # %% auto #0
-__all__ = ['DIRECTIONS', 'higher_is_better', 'bootstrap', 'choose_threshold', 'at_threshold', 'decide', 'diagnostic_plots',
-           'class_report', 'gap_table', 'slice_labels', 'slice_metrics', 'fairness', 'check_columns', 'scan_snapshot',
-           'evaluation_rows', 'contributions', 'importance', 'shap_check', 'plot_shap', 'plot_dependence',
-           'explain_rows', 'bound_gate', 'bar', 'verdict', 'champion_score', 'all_gates', 'model_card', 'run_evaluate']
+__all__ = ['DIRECTIONS', 'MIN_CHAMPION_ROWS', 'higher_is_better', 'bootstrap', 'choose_threshold', 'at_threshold', 'decide',
+           'diagnostic_plots', 'class_report', 'gap_table', 'slice_labels', 'slice_metrics', 'fairness',
+           'check_columns', 'scan_snapshot', 'evaluation_rows', 'contributions', 'importance', 'shap_check',
+           'plot_shap', 'plot_dependence', 'explain_rows', 'bound_gate', 'bar', 'gate_settings', 'verdict',
+           'champion_seen', 'unseen', 'champion_score', 'all_gates', 'model_card', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #88c8d932
 DIRECTIONS = {**METRICS, "dp_diff": "minimize", "eo_diff": "minimize"}
@@ -289,6 +291,14 @@ def bar(metric:str, reference:float, margin:float)->float:
     "The value to reach: `reference` improved by `margin` (a negative margin allows that much worse)."
     return reference + margin if higher_is_better(metric) else reference - margin
 
+def gate_settings(failed:list[str])->list[str]:
+    "The config settings behind the gates named in `failed` (a verdict's list), for a message that says what sets each bar."
+    def one(n:str)->str:
+        if n.startswith("min_"): return "evaluate.min_metrics"
+        if n.startswith("fairness_"): return f"evaluate.max_{n.rsplit('_', 2)[-2]}_diff"
+        return dict(threshold="problem.threshold", baseline="evaluate.min_improvement", champion="evaluate.champion_margin").get(n, n)
+    return list(dict.fromkeys(one(n) for n in failed))
+
 def verdict(metric:str, model_value:float, gates:dict[str, dict], baseline:float|None=None)->dict:
     "All gates together: passed only if each passed; the reason lists the failures (or the baseline comparison)."
     failed = [f"{n}: {g['reason']}" for n, g in gates.items() if not g["passed"]]
@@ -296,17 +306,43 @@ def verdict(metric:str, model_value:float, gates:dict[str, dict], baseline:float
     return dict(passed=not failed, metric=metric, model=float(model_value), baseline=baseline, reason=reason, failed=[n for n, g in gates.items() if not g["passed"]], gates=gates)
 
 # %% ../nbs/05_evaluate.ipynb #94d58d2f
-def champion_score(registry:str, name:str, task:str, classes:list, metric:str, rows:pl.DataFrame, y:np.ndarray)->dict:
-    "The production model's `metric` on `rows` (version, value), or a note saying why there is none."
+MIN_CHAMPION_ROWS = 30   # fewer test rows new to the production model than this: no comparison
+
+def champion_seen(run_id:str|None, runs_dir:Path|None)->tuple[pl.DataFrame|None, str]:
+    "The rows a model's run trained and validated on (its step 02 train and valid files), or None and why there are none."
+    folder = Path(runs_dir or ".")/str(run_id)/"02_features"
+    files = [folder/f"{part}.parquet" for part in ("train", "valid")]
+    if not run_id or not all(f.is_file() for f in files): return None, f"its run folder {folder.parent} is gone"
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed"), ""
+
+def unseen(rows:pl.DataFrame, seen:pl.DataFrame)->np.ndarray:
+    "Which of `rows` are not among `seen`, comparing every column both have: the same record, not only the same id."
+    on = [c for c in rows.columns if c in seen.columns]
+    if not on: return np.ones(rows.height, bool)
+    key = lambda df: df.select(pl.col(c).cast(pl.String) for c in on).hash_rows(seed=0)
+    return (~key(rows).is_in(key(seen))).to_numpy()
+
+def champion_score(registry:str, name:str, task:str, classes:list, metric:str,
+                   rows:pl.DataFrame, y:np.ndarray,   # the test rows and their targets
+                   pred:np.ndarray,                   # this model's predictions for them
+                   runs_dir:Path|None=None            # where the production model's run folder is (its training rows)
+                  )->dict:
+    "Production's `metric` (value) and this model's (model_value), on the test rows production neither trained nor validated on; or a note saying why there is nothing to compare."
     from mlnb.registry import ModelPackage, resolve
     try: pkg = ModelPackage(resolve(f"{name}@production", registry))
     except MlnbError as e: return dict(version=None, value=None, note=f"no production model to compare with ({e.what})")
     if (pkg.task, [str(c) for c in pkg.classes]) != (task, [str(c) for c in classes]):
         return dict(version=pkg.version, value=None, note=f"production {pkg.version} predicts {pkg.task} {pkg.classes}, not comparable")
-    try: out = pkg.predict(rows)
+    seen, why = champion_seen(pkg.metadata.get("run_id"), runs_dir)
+    keep = np.ones(len(y), bool) if seen is None else unseen(rows, seen)
+    n = int(keep.sum())
+    if n < MIN_CHAMPION_ROWS or (task != "regression" and len(np.unique(y[keep])) < 2):
+        return dict(version=pkg.version, value=None, rows=n, note=f"only {n} test rows are new to production {pkg.version} (it trained or validated on the others): too few to compare")
+    try: out = pkg.predict(rows.filter(pl.Series(keep)))
     except Exception as e: return dict(version=pkg.version, value=None, note=f"production {pkg.version} cannot score these rows ({type(e).__name__}: {e})"[:300])
     p = np.asarray(out.get("probability", out.get("probabilities", out["prediction"])), dtype=float)
-    return dict(version=pkg.version, value=score(task, y, p)[metric], note=None,
+    note = None if seen is not None else f"production's training rows are unknown ({why}): compared on every test row, some of which it may have trained on"
+    return dict(version=pkg.version, value=score(task, y[keep], p)[metric], model_value=score(task, y[keep], pred[keep])[metric], rows=n, of=len(y), note=note,
                 model_sha256=load_json(pkg.folder/"checksums.json")["model.txt"])   # lets a later promotion see whether production moved since
 
 # %% ../nbs/05_evaluate.ipynb #fb536933
@@ -325,10 +361,13 @@ def all_gates(metric:str, model:dict,          # primary metric; the model's tes
     if not ev.baseline_gate:
         g = gates["baseline"]; g.update(passed=True, beaten=g["passed"], reason=g["reason"] + " (reported only: evaluate.baseline_gate false)")
     for m, bound in ev.min_metrics.items(): gates[f"min_{m}"] = bound_gate(m, model.get(m, float("nan")), bound, "evaluate.min_metrics")
-    gates["champion"] = (dict(passed=True, version=champion["version"], reason=champion["note"]) if champion["value"] is None else
-                         {**bound_gate(metric, model[metric], bar(metric, champion["value"], -ev.champion_margin),
-                                       f"production {champion['version']} {champion['value']:.4f}, margin {ev.champion_margin}"),
-                          "version": champion["version"], "model_sha256": champion.get("model_sha256")})
+    c = champion
+    rows = f" on the {c['rows']:,} of {c['of']:,} test rows it did not train on" if c.get("rows") is not None and c.get("of") not in (None, c["rows"]) else ""
+    gates["champion"] = (dict(passed=True, version=c["version"], reason=c["note"]) if c["value"] is None else
+                         {**bound_gate(metric, c.get("model_value", model[metric]), bar(metric, c["value"], -ev.champion_margin),
+                                       f"production {c['version']} {c['value']:.4f}{rows}, margin {ev.champion_margin}"),
+                          "version": c["version"], "rows": c.get("rows"), "note": c.get("note"), "model_sha256": c.get("model_sha256")})
+    if c["value"] is not None and c.get("note"): gates["champion"]["reason"] += f"; {c['note']}"     # e.g. production's training rows are unknown
     for c, d in fairness.items():
         for key, bound in (("dp_diff", ev.max_dp_diff), ("eo_diff", ev.max_eo_diff)):
             gates[f"fairness_{c}_{key}"] = bound_gate(key, d[key], bound, f"evaluate.max_{key}")
@@ -428,7 +467,7 @@ def run_evaluate(config_path:str|None=None, run_dir:str|None=None)->dict:
     if ev.dependence_plots: run.log_plot(plot_dependence(contrib, X[sample], pre.features_, imp["feature"].head(ev.dependence_plots).to_list(), pre.categories_), "shap_dependence")
 
     # the gates
-    champ = champion_score(cfg.package.registry, cfg.package.model_name, task, classes, metric, rows, y) if ev.champion_margin is not None \
+    champ = champion_score(cfg.package.registry, cfg.package.model_name, task, classes, metric, rows, y, pred, run.run_dir.parent) if ev.champion_margin is not None \
             else dict(version=None, value=None, note="champion gate off (evaluate.champion_margin: null)")
     gates = all_gates(metric, model_m, (best, baselines[best]), champ, {c: d for c, (_, d) in fair.items()}, ev, cfg.problem.threshold)
     result = verdict(metric, model_m[metric], gates, baselines[best][metric])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_runner.ipynb #b35dfc43
 from __future__ import annotations
-import contextlib, datetime as dt, functools, importlib, json, os, re, secrets, shutil, sys, tempfile, threading, time
+import contextlib, datetime as dt, functools, importlib, json, logging, os, re, secrets, shutil, signal, sys, tempfile, threading, time
 from pathlib import Path
 from .core import MlnbError, digest, folder_digests, load_json, save_json, sha256_file
 from .config import Config, load_config, save_config
@@ -128,7 +128,7 @@ class StepFailed(MlnbError):
         where = f"step {step}, cell {cell} of {notebook}" if cell is not None else f"step {step} ({notebook})"
         line = next((l for l in source.splitlines() if l.strip() and not l.startswith("#")), "").strip()
         super().__init__(f"{error}" + (f"\n  in: {line}" if line else ""), where=where,
-                         fix=f"{fix or 'open the executed notebook for the full traceback'}; after fixing, continue with `mlnb run --resume <run_id>`.")
+                         fix=f"{fix or 'open the executed notebook for the full traceback'}; after fixing the data or the code, continue with `mlnb run --resume <run_id>`.")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -349,7 +349,9 @@ class PipelineRun:
                            timings=dict(total_s=round(time.perf_counter() - started, 3), tracking_wait_s=round(time.perf_counter() - t_wait, 3)))
         if failed: self.record["error"] = str(failed)
         self.save()
-        if failed: self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}\n\ncontinue with: mlnb run --resume {self.run_dir.name}")
+        if failed: self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}\n\ncontinue with: mlnb run --resume {self.run_dir.name}\n"
+                             f"(a resumed run keeps its recorded config, {self.run_dir/'config.yaml'}; after changing the config or a -p "
+                             "override, start a new `mlnb run` instead: the steps whose inputs did not change are reused)")
         else: self.echo(f"run {self.run_dir.name} ok in {self.record['timings']['total_s']:.1f}s -> {self.run_dir/'run.json'}")
         return self.record
 
@@ -358,6 +360,11 @@ def _preload(modules:list[str]):
     "Import `modules` ahead of need; one that fails is left for the code that uses it to report."
     for m in modules:
         with contextlib.suppress(Exception): importlib.import_module(m)
+
+def _interrupted(signum, frame):
+    "Ctrl-C during a run: quiet the libraries that would report the kernel being stopped (a dead kernel, an unread reply), then stop."
+    for name in ("asyncio", "traitlets", "nbclient", "papermill"): logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    raise KeyboardInterrupt
 
 def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
                  overrides:list[str]=(),            # "key=value" overrides
@@ -382,6 +389,8 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
     if first:          # what the runner itself will import (~2.5 s in all), while the first kernel starts
         preload = [*dict.fromkeys(s.external.rpartition(".")[0] for s in plan if s.external), "papermill"]
         threading.Thread(target=_preload, args=(preload,), daemon=True).start()
+    main = threading.current_thread() is threading.main_thread()      # only there can a signal handler be set
+    previous = signal.signal(signal.SIGINT, _interrupted) if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler else None
     try:
         if cfg.data.synthetic and not cfg.data.snapshot and plan[0].name == "00_data":
             from mlnb.data import write_churn_sources
@@ -405,7 +414,9 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
         run.record.update(status="interrupted", finished=now()); run.save()
         echo(f"\nrun {run_dir.name} interrupted; continue with: mlnb run --resume {run_dir.name}")
         raise
-    finally: run.pool.discard()
+    finally:
+        run.pool.discard()
+        if previous is not None: signal.signal(signal.SIGINT, previous)
     return run.finish(failed, started)
 
 # %% ../nbs/14_runner.ipynb #7bc11ff6

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #30c5830c
 from __future__ import annotations
-import difflib, functools
+import contextlib, difflib, functools, os, re
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -15,11 +15,12 @@ from .features import Preprocessor
 from .steps import StepRun, open_step
 
 # %% auto #0
-__all__ = ['PRIMARY', 'MAX_ONEHOT', 'LGB_METRIC', 'OWNED', 'primary_metric', 'weighted_metrics', 'score', 'better',
-           'target_codes', 'load_xy', 'check_training_data', 'fit_dummy', 'linear_design', 'fit_linear',
-           'predict_baseline', 'fit_baselines', 'lgb_metric', 'lgb_aliases', 'lgb_param_problems', 'lgb_params',
-           'sample_weights', 'cv_splits', 'fit_lgbm', 'predict', 'cross_validate', 'train_model', 'plot_curve',
-           'curves', 'save_booster', 'oof_frame', 'train_splits', 'run_environment', 'run_train']
+__all__ = ['PRIMARY', 'MAX_ONEHOT', 'LGB_METRIC', 'OWNED', 'VALUE_UNCHECKED', 'VALUE_UNCHECKED_PARTS', 'primary_metric',
+           'weighted_metrics', 'score', 'better', 'target_codes', 'load_xy', 'check_training_data', 'fit_dummy',
+           'linear_design', 'fit_linear', 'predict_baseline', 'fit_baselines', 'lgb_metric', 'lgb_aliases',
+           'lgb_param_problems', 'lgb_value_problems', 'quiet_stderr', 'lgb_params', 'sample_weights', 'cv_splits',
+           'fit_lgbm', 'predict', 'cross_validate', 'train_model', 'plot_curve', 'curves', 'save_booster', 'oof_frame',
+           'train_splits', 'run_environment', 'run_train']
 
 # %% ../nbs/03_train.ipynb #0a9756e5
 PRIMARY = {task: (names[0], METRICS[names[0]]) for task, names in TASK_METRICS.items()}   # task -> default metric, direction
@@ -205,8 +206,8 @@ def lgb_aliases()->dict[str,str]:
     dump = lgb.basic._ConfigAliases._get_all_param_aliases()   # LightGBM's C API LGBM_DumpParamAliases
     return {a: name for name, aliases in dump.items() for a in [name, *aliases]}
 
-def lgb_param_problems(params:dict)->list[str]:
-    "What is wrong with extra LightGBM parameters: unknown names (with the closest valid one), or names the config sets elsewhere."
+def lgb_param_problems(params:dict, values:bool=True)->list[str]:
+    "What is wrong with extra LightGBM parameters: unknown names (with the closest valid one), names the config sets elsewhere, then (`values`) values LightGBM refuses."
     known, out = lgb_aliases(), []
     for k in params:
         if k not in known:
@@ -214,7 +215,30 @@ def lgb_param_problems(params:dict)->list[str]:
             out.append(f"unknown LightGBM parameter '{k}' in train.params: " +
                        (f"did you mean '{known[close[0]]}'?" if close else "see https://lightgbm.readthedocs.io/en/latest/Parameters.html"))
         elif known[k] in OWNED: out.append(f"train.params.{k} is set by {OWNED[known[k]]}; set it there instead")
+    return out or (lgb_value_problems(params) if values else [])
+
+VALUE_UNCHECKED = {"objective", "metric", "data", "valid", "task", "config", "num_class"}    # names (and parts of names, below) whose values
+VALUE_UNCHECKED_PARTS = ("feature", "constraint", "column", "filename", "model", "init_score")   # only the real data or files can check
+
+def lgb_value_problems(params:dict)->list[str]:
+    "Values LightGBM refuses (wrong type, out of range), each tried alone on a tiny data set; parameters that refer to features, files or the task are left to training."
+    known, out = lgb_aliases(), []
+    X, y = np.arange(40.0).reshape(20, 2), np.arange(20.0) % 2
+    for k, v in params.items():
+        if isinstance(v, (list, tuple, dict)) or known[k] in VALUE_UNCHECKED or any(part in known[k] for part in VALUE_UNCHECKED_PARTS): continue
+        p = {"objective": "regression", "verbosity": -1, k: v}
+        try:
+            with quiet_stderr(): lgb.Booster(params=p, train_set=lgb.Dataset(X, label=y, params=p))
+        except lgb.basic.LightGBMError as e:
+            out.append(f"train.params.{k}: " + re.sub(r" at \S+, line \d+ *\.?", "", str(e)).strip())   # without the C++ source location
     return out
+
+@contextlib.contextmanager
+def quiet_stderr():
+    "Silence file descriptor 2 for a moment: LightGBM's C++ code prints its fatal errors there before raising them."
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try: os.dup2(null, 2); yield
+    finally: os.dup2(saved, 2); os.close(saved); os.close(null)
 
 def lgb_params(train:TrainCfg|dict, task:str, n_classes:int, seed:int,
                imbalance:dict|None=None,   # `imbalance` from split.json (mode, scale_pos_weight, ...)
@@ -222,7 +246,7 @@ def lgb_params(train:TrainCfg|dict, task:str, n_classes:int, seed:int,
               )->dict:
     "LightGBM parameters for a task from the train config (or a dict of its fields with tuned values)."
     t = train.model_dump() if isinstance(train, TrainCfg) else dict(train)
-    if problems := lgb_param_problems(t.get("params") or {}): raise MlnbError("; ".join(problems), where="config train.params")
+    if problems := lgb_param_problems(t.get("params") or {}, values=False): raise MlnbError("; ".join(problems), where="config train.params")   # values: checked with the config
     objective = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}[task]
     params = dict(objective=objective, num_leaves=t["num_leaves"], learning_rate=t["learning_rate"],
                   min_child_samples=t["min_child_samples"], feature_fraction=t["feature_fraction"], lambda_l2=t["lambda_l2"],

@@ -129,6 +129,27 @@ def test_outputs_never_overwrite_inputs_or_the_registry(cli, first_run, project,
     res = cli("models", "audit", "churn", "--verify", cwd=project)
     assert res.returncode == 0, res.stderr
 
+def test_predict_reads_the_format_its_extension_names_and_names_a_bad_value(cli, first_run, project, tmp_path):
+    "TSV, JSONL and .pq inputs score like Parquet; a value that does not fit its column is named with its row; no output is left."
+    import polars as pl
+    rows = pl.read_parquet(project/"runs"/"first"/"02_features"/"test.parquet").head(50)
+    rows.write_csv(tmp_path/"rows.tsv", separator="\t"); rows.write_ndjson(tmp_path/"rows.jsonl"); rows.write_parquet(tmp_path/"rows.pq")
+    scores = []
+    for src, out in (("rows.pq", "a.parquet"), ("rows.tsv", "b.csv"), ("rows.jsonl", "c.jsonl")):
+        res = cli("predict", "churn@production", "--input", tmp_path/src, "--output", tmp_path/out, cwd=project)
+        assert res.returncode == 0 and "scored 50 rows" in res.stdout, res.stderr
+        read = dict(parquet=pl.read_parquet, csv=pl.read_csv, jsonl=pl.read_ndjson)[out.split(".")[1]]
+        scores.append(read(tmp_path/out)["probability"].to_list())
+    assert scores[0] == scores[1] == scores[2] and len(set(scores[0])) > 1
+    bad = rows.with_columns(pl.when(pl.int_range(pl.len()) == 17).then(pl.lit("17/03/2024")).otherwise(pl.col("signup_date").cast(pl.String)).alias("signup_date"))
+    bad.write_csv(tmp_path/"bad.csv")
+    res = cli("predict", "churn@production", "--input", tmp_path/"bad.csv", "--output", tmp_path/"x.parquet", cwd=project)
+    assert res.returncode == 2 and "column 'signup_date', row 18 (line 19): '17/03/2024' is not a valid Date (dates are written YYYY-MM-DD)" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path/"x.parquet").exists()
+    res = cli("predict", "churn@production", "--input", tmp_path/"rows.tsv", "--output", tmp_path/"x.txt", cwd=project)
+    assert res.returncode == 2 and "cannot tell the format of 'x.txt' from its extension" in res.stderr
+
+
 def test_data_commands_refuse_what_would_lose_or_miss_data(cli, first_run, project):
     res = cli("data", "prune", "--keep", "0", cwd=project)
     assert res.returncode == 2 and "--keep 0 would delete the newest snapshot" in res.stderr

@@ -139,6 +139,17 @@ def test_pipeline_with_slices_fairness_and_a_champion(cli, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     champ = json.loads((tmp_path/"runs"/"ev3"/"05_evaluate"/"gate.json").read_text())["gates"]["champion"]
     assert champ["version"] == version and champ["passed"] and champ["value"] == pytest.approx(gate["model"], abs=1e-12)
+    assert champ["rows"] == len(split["ids"]["test"]) and champ["note"] is None          # the same split: every test row is new to it
+
+    # another seed draws another split of the same data, whose test rows include rows production trained on: both are scored on the others
+    res = cli("run", "--steps", "00-05", "--run-id", "ev4", "-p", "seed=7", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    champ = json.loads((tmp_path/"runs"/"ev4"/"05_evaluate"/"gate.json").read_text())["gates"]["champion"]
+    seen = pl.concat([pl.read_parquet(tmp_path/"runs"/"ev"/"02_features"/f"{p}.parquet") for p in ("train", "valid")])
+    test = pl.read_parquet(tmp_path/"runs"/"ev4"/"02_features"/"test.parquet")
+    fresh = test.join(seen, on=test.columns, how="anti", nulls_equal=True)               # records production never saw
+    assert 30 <= fresh.height < test.height and champ["rows"] == fresh.height, (fresh.height, champ)
+    assert f"on the {fresh.height:,} of {test.height:,} test rows it did not train on" in champ["reason"], champ["reason"]
 
     # the same run with a sensitive attribute that is not a column: a clear error naming it, in step 02, before training
     res = cli("run", "--run-id", "ev2", "-p", "evaluate.sensitive=[regoin]", cwd=tmp_path)

@@ -101,12 +101,38 @@ def test_failure_then_resume(project, cli, tmp_path):
     assert rec["steps"]["06_package"]["status"] == rec["steps"]["07_deploy"]["status"] == "ok"
     assert json.loads((blocker/"churn"/"aliases.json").read_text()) == {"production": "v1"}
 
+def test_ctrl_c_marks_the_run_interrupted(first_run, project, home):
+    "SIGINT while a step runs: that step and the run are 'interrupted' in run.json, the kernel is stopped, and the output is two plain lines."
+    import os, shutil, signal, subprocess
+    from conftest import MLNB
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([str(MLNB), "run", "--run-id", "ctrl-c", "-p", "tune.n_trials=5000"], cwd=project, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    record = project/"runs"/"ctrl-c"/"run.json"
+    try:
+        for _ in range(600):                                   # until step 04 (re-run for the new trial budget) is running
+            if record.is_file() and json.loads(record.read_text())["steps"]["04_tune"]["status"] == "running": break
+            time.sleep(0.1)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None: proc.kill()
+    rec = json.loads(record.read_text())
+    assert proc.returncode == 130 and rec["status"] == "interrupted" and rec["steps"]["04_tune"]["status"] == "interrupted", out
+    assert rec["steps"]["05_evaluate"]["status"] == "pending" and rec["finished"]
+    assert "run ctrl-c interrupted; continue with: mlnb run --resume ctrl-c" in out and "mlnb run: interrupted" in out
+    assert "Traceback" not in out and "Kernel died" not in out, out
+    shutil.rmtree(project/"runs"/"ctrl-c")
+
 def test_failed_gate_keeps_production(first_run, project, cli):
     aliases = project/"registry"/"churn"/"aliases.json"
     before = aliases.read_text()
     res = cli("run", "-p", "evaluate.min_improvement=0.9", "-p", "tune.n_trials=2", cwd=project)
     assert res.returncode == 1
     assert "failed its quality gate" in res.stdout and "production stays v1" in res.stdout
+    assert "evaluate.min_improvement" in res.stdout.split("or change the bar (")[1].split(")")[0]     # the fix names the setting behind the bar
+    assert "a resumed run keeps its recorded config" in res.stdout and "start a new `mlnb run` instead" in res.stdout
     assert aliases.read_text() == before
     rec = load_run(project, run_id_of(res))
     assert rec["steps"]["05_evaluate"]["summary"]["gate"]["passed"] is False

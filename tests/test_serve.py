@@ -262,6 +262,25 @@ def test_two_workers_follow_the_alias(models, tmp_path):
             time.sleep(0.2)
         assert total in text, text
 
+def test_a_reload_reaches_every_worker(models, tmp_path):
+    "`--workers 2` without `serve.watch_s`: a reload swaps the worker that gets it, says so, and the other follows within FOLLOW_S."
+    from conftest import write_config
+    from mlnb.serve import FOLLOW_S
+    registry = tmp_path/"registry"
+    shutil.copytree(models["registry"], registry)
+    set_alias(registry, "churn", "staging", "v1", reason="test")
+    cfg = write_config(tmp_path, serve={"log_dir": None}, package={"registry": str(registry)})
+    rec = records(models["rows"].head(1))[0]
+    with running_service("churn@staging", "-c", str(cfg), "--workers", "2", env={"MLNB_API_KEYS": json.dumps(KEYS)}) as url:
+        versions = lambda: {httpx.post(f"{url}/predict", json=rec, headers=APP).json()["version"] for _ in range(40)}   # a new connection each: both workers answer
+        assert versions() == {"v1"}
+        set_alias(registry, "churn", "staging", "v2", reason="test reload")
+        r = httpx.post(f"{url}/admin/reload", headers=OPS)
+        assert r.status_code == 200 and r.json()["version"] == "v2", r.text
+        assert r.json()["note"] == f"this worker only; the other 1 follow churn@staging within {FOLLOW_S:g} s"
+        time.sleep(FOLLOW_S + 1.5)
+        assert versions() == {"v2"}
+
 def workers_of(port: int) -> tuple[int, list[int]]:
     "The `mlnb serve` parent listening on `port` and its worker processes (Linux /proc)."
     procs = {}
@@ -413,6 +432,18 @@ def test_reload_refuses_a_version_with_other_inputs_and_checks_the_served_files(
         r = c.post("/admin/reload", headers=OPS)
         assert r.status_code == 409 and "sha256 differs" in r.text and "still serving v1" in r.text
         assert c.post("/predict", json=records(models["rows"].head(1))[0], headers=APP).status_code == 200          # from memory
+
+def test_without_keys_a_web_page_cannot_call_the_service(models):
+    "No key ring (loopback only): a browser's cross-site request, which carries its page's Origin, is a 403; local programs go on."
+    from starlette.testclient import TestClient
+    from mlnb.serve import ServeSettings, create_app
+    with TestClient(create_app(ServeSettings("churn@v1", str(models["registry"]), keys_env="MLNB_TEST_NO_SUCH_KEYS", drift_window=0))) as c:
+        for path in ("/admin/reload", "/predict"):
+            r = c.post(path, headers={"origin": "https://pages.example"})
+            assert r.status_code == 403 and "web page https://pages.example is refused" in r.json()["detail"], r.text
+        assert c.post("/admin/reload").json() == {"status": "unchanged", "version": "v1"}
+        assert c.post("/admin/reload", headers={"origin": "http://testserver"}).status_code == 200      # the service's own page
+        assert c.post("/predict", json=records(models["rows"].head(1))[0]).status_code == 200
 
 def test_a_replacement_that_cannot_start_leaves_the_other_workers_serving(models, tmp_path):
     "Files of the served version damaged, then a worker killed: its replacement cannot start, the other worker keeps serving and the slot is retried."
