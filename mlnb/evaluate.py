@@ -313,7 +313,8 @@ def champion_seen(run_id:str|None, runs_dir:Path|None)->tuple[pl.DataFrame|None,
     folder = Path(runs_dir or ".")/str(run_id)/"02_features"
     files = [folder/f"{part}.parquet" for part in ("train", "valid")]
     if not run_id or not all(f.is_file() for f in files): return None, f"its run folder {folder.parent} is gone"
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed"), ""
+    try: return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed"), ""
+    except (OSError, pl.exceptions.PolarsError) as e: return None, f"its training rows in {folder} cannot be read ({str(e).splitlines()[0]})"
 
 def unseen(rows:pl.DataFrame, seen:pl.DataFrame)->np.ndarray:
     "Which of `rows` are not among `seen`, comparing every column both have: the same record, not only the same id."
