@@ -123,6 +123,17 @@ class ValidateCfg(Strict):
     leakage_auc: float = Field(0.98, gt=0.5, le=1)    # a feature that alone reaches this AUC is an error
     severity: dict[str, Literal["error", "warning", "off"]] = {}  # override a check's severity by name (mlnb.validate.CHECKS)
 
+    @field_validator("severity")
+    @classmethod
+    def _checks(cls, v):
+        if v:                                   # the names live with the checks, imported only when overrides are given
+            from mlnb.validate import CHECKS
+            for name in v:
+                if name not in CHECKS:
+                    close = difflib.get_close_matches(name, list(CHECKS), n=1, cutoff=0.6)
+                    raise ValueError(f"validate.severity names unknown check '{name}'; " + (f"did you mean '{close[0]}'?" if close else f"the checks are {', '.join(CHECKS)}"))
+        return v
+
 class FeaturesCfg(Strict):
     "Step 02: derived features (SQL expressions over the snapshot's columns) and the split."
     derived: dict[str, str] = {"log_tenure": "LN(1 + tenure_days)",

@@ -70,6 +70,7 @@ def test_bad_config(tmp_path):
     for section, fragment in [({"train": {"params": {"num_leafs": 7}}}, "unknown LightGBM parameter 'num_leafs' in train.params: did you mean 'num_leaves'?"),
                               ({"train": {"params": {"seed": 7}}}, "train.params.seed is set by the top-level seed"),
                               ({"train": {"params": {"min_data_in_bin": 0}}}, "train.params.min_data_in_bin: Check failed: (min_data_in_bin) > (0)"),
+                              ({"validate": {"severity": {"outlier": "off"}}}, "validate.severity names unknown check 'outlier'; did you mean 'outliers'?"),
                               ({"tune": {"timeout_s": 0}}, "a zero tuning budget runs no trial"),
                               ({"tune": {"n_trials": 0}}, "a zero tuning budget runs no trial"),
                               ({"problem": {"task": "regression", "metric": "roc_auc"}}, "does not apply to a regression task")]:
