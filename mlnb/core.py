@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 # %% auto #0
-__all__ = ['MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who']
+__all__ = ['MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who', 'short_row']
 
 # %% ../nbs/10_core.ipynb #a3f512c2
 class MlnbError(Exception):
@@ -75,3 +75,14 @@ def who(actor:str|None=None)->str:
     if os.environ.get("MLNB_USER", "").strip(): return os.environ["MLNB_USER"].strip()
     try: return getpass.getuser()
     except (KeyError, OSError): return f"uid:{os.getuid()}"
+
+# %% ../nbs/10_core.ipynb #5d0e7a32
+def short_row(path:str|Path, sep:str=",")->str|None:
+    "Where the first row of a delimited text file with fewer fields than its header is: 'row 7 (line 8) has 3 field(s) where the header has 4'; None if none."
+    import csv
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f, delimiter=sep)
+        width = len(next(rows, []))
+        for i, row in enumerate(rows, 1):
+            if row and len(row) < width: return f"row {i} (line {rows.line_num}) has {len(row)} field(s) where the header has {width}"
+    return None

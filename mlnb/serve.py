@@ -8,9 +8,8 @@ __all__ = ['FOLLOW_S', 'SERVE_ROLES', 'MAX_ERRORS', 'FEATURE_ERRORS', 'FILE_FORM
            'compile_expr', 'RecordEncoder', 'probe_rows', 'check_encoder', 'raw_predict', 'predict_matrix',
            'predict_frame', 'explain_matrix', 'Served', 'PredictionLog', 'ServeSettings', 'is_loopback', 'load_keys',
            'Metrics', 'DriftWatch', 'create_app', 'Timed', 'file_format', 'scan_input', 'convert', 'bad_line',
-           'short_row', 'first_bad_value', 'read_batches', 'score_batches', 'write_frames', 'score_file',
-           'app_from_env', 'worker_socket', 'run_workers', 'serve', 'free_port', 'running_service', 'smoke_test',
-           'run_deploy']
+           'first_bad_value', 'read_batches', 'score_batches', 'write_frames', 'score_file', 'app_from_env',
+           'worker_socket', 'run_workers', 'serve', 'free_port', 'running_service', 'smoke_test', 'run_deploy']
 
 # %% ../nbs/07_deploy.ipynb #8b94ba41
 import asyncio, bisect, collections, contextlib, datetime as dt, errno, gc, io, ipaddress, itertools, json, logging, math, os, re, secrets, shutil, socket, subprocess, sys, tempfile, threading, time
@@ -21,7 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
-from .core import MlnbError, atomic_path, load_json, save_json
+from .core import MlnbError, atomic_path, load_json, save_json, short_row
 from .security import data_key, load_frame, save_frame
 from .features import RARE, Preprocessor, derived_exprs
 from .registry import ModelPackage, read_aliases, resolve, set_alias, verify
@@ -802,15 +801,6 @@ def bad_line(src:Path, fmt:str)->str|None:
             try: fmt == "jsonl" and text.strip() and json.loads(text)
             except ValueError as e: return f"line {i} is not a JSON object ({getattr(e, 'msg', e)} at character {getattr(e, 'pos', 0) + 1})"
 
-def short_row(src:Path, fmt:str)->str|None:
-    "The first CSV/TSV row with fewer fields than the header (polars reads the missing ones as empty), or None."
-    import csv
-    with open(src, newline="", encoding="utf-8", errors="replace") as f:
-        rows = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
-        width = len(next(rows, []))
-        for i, row in enumerate(rows, 1):
-            if row and len(row) < width: return f"row {i} (line {rows.line_num}) has {len(row)} field(s) where the header has {width}"
-
 def first_bad_value(src:Path, fmt:str, types:dict[str,pl.DataType])->str|None:
     "Where the first value of `src` that its column's type cannot hold is, and what it is; None if every value converts."
     if found := bad_line(src, fmt): return found
@@ -844,7 +834,7 @@ def read_batches(package:ModelPackage, src:Path, chunk:int=50_000):
         empty, gaps = True, 0
         for part in lf.collect_batches(chunk_size=chunk): empty = False; gaps += part[last].null_count(); yield part
         if empty: yield lf.head(0).collect()                   # so an empty input still gives an output with its columns
-        if gaps and fmt in ("csv", "tsv") and (short := short_row(src, fmt)):   # an empty last field, or a row cut short?
+        if gaps and fmt in ("csv", "tsv") and (short := short_row(src, "\t" if fmt == "tsv" else ",")):   # an empty last field, or a row cut short?
             raise MlnbError(f"the input's {short}", where=str(src), fix="complete or remove that row; nothing was written.")
     return batches()
 

@@ -17,6 +17,7 @@ CASES = {  # name: (file name, content bytes, "error" and what the message must 
     "header_only":       ("main.csv", b"row_id,x,cat,target\n", ("error", ["min_rows", "0 rows"])),
     "wrong_delimiter":   ("main.csv", GOOD.replace(",", ";").encode(), ("error", ["'target'", "delimiter"])),
     "ragged_rows":       ("main.csv", (GOOD + "41,1.0,a,1,EXTRA,MORE\n").encode(), ("error", ["main.csv"])),
+    "short_row":         ("main.csv", (GOOD + "41,1.0\n").encode(), ("error", ["main.csv", "row 41 (line 42) has 2 field(s) where the header has 4"])),
     "non_utf8":          ("main.csv", (GOOD + "41,1.0,caf\xe9,1\n").encode("latin-1"), ("error", ["main.csv", "not UTF-8 text"])),
     "bom":               ("main.csv", b"\xef\xbb\xbf" + GOOD.encode(), ("ok", [])),
     "duplicate_columns": ("main.csv", GOOD.replace("row_id,x,cat,target", "row_id,x,x,target").encode(), ("error", ["main.csv", "'x' more than once"])),
