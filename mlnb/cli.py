@@ -210,7 +210,7 @@ def check_tls(cert:str, key:str|None=None):
 
 def _serve(args)->int:
     from mlnb.registry import ModelPackage, resolve
-    from mlnb.serve import FOLLOW_S, ServeSettings, serve
+    from mlnb.serve import ServeSettings, serve
     cfg, pii, base, key_file = _serve_config(args)
     registry = registry_dir(args)
     package = ModelPackage(resolve(args.model, registry))              # fail fast on a bad reference or a tampered package
@@ -219,7 +219,6 @@ def _serve(args)->int:
                              args.keys_file or (str(base/cfg.keys_file) if cfg.keys_file else None), log_dir, cfg.log_batch, cfg.log_seconds,
                              cfg.unseen_categories, pii, cfg.watch_s, cfg.encrypt_log, key_file, cfg.log_retention_days, cfg.drift_window, cfg.drift_every_s)
     port, workers = cfg.port if args.port is None else args.port, cfg.workers if args.workers is None else args.workers
-    settings = settings._replace(workers=workers, watch_seconds=cfg.watch_s or (FOLLOW_S if workers > 1 else 0.0))   # a reload reaches one worker
     tls, tls_key = args.ssl_certfile or cfg.ssl_certfile, args.ssl_keyfile or cfg.ssl_keyfile
     if not 1 <= port <= 65535: raise MlnbError(f"port {port} is not a TCP port", where="--port / serve.port", fix="use a port from 1 to 65535, e.g. 8000.")
     if workers < 1: raise MlnbError(f"{workers} workers cannot serve", where="--workers / serve.workers", fix="use 1 or more (one per core is a good start).")

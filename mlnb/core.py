@@ -4,12 +4,13 @@
 
 # %% ../nbs/10_core.ipynb #c9f1c6cc
 from __future__ import annotations
-import contextlib, getpass, hashlib, json, os, tempfile
+import contextlib, getpass, hashlib, json, os, re, tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 # %% auto #0
-__all__ = ['MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who', 'short_row']
+__all__ = ['MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who',
+           'repeated_names', 'short_row']
 
 # %% ../nbs/10_core.ipynb #a3f512c2
 class MlnbError(Exception):
@@ -77,6 +78,10 @@ def who(actor:str|None=None)->str:
     except (KeyError, OSError): return f"uid:{os.getuid()}"
 
 # %% ../nbs/10_core.ipynb #5d0e7a32
+def repeated_names(columns:list[str])->list[str]:
+    "Column names a file's header gives more than once (polars reads the copies as `name_duplicated_0`, ...)."
+    return sorted({re.sub(r"_duplicated_\d+$", "", c) for c in columns if re.search(r"_duplicated_\d+$", c)})
+
 def short_row(path:str|Path, sep:str=",")->str|None:
     "Where the first row of a delimited text file with fewer fields than its header is: 'row 7 (line 8) has 3 field(s) where the header has 4'; None if none."
     import csv

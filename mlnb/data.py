@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import polars as pl
 from .security import data_key, read_secret, save_frame
-from .core import MlnbError, atomic_path, load_json, save_json, sha256_file, short_row
+from .core import MlnbError, atomic_path, load_json, repeated_names, save_json, sha256_file, short_row
 from .config import Source, Synthetic
 from .steps import open_step
 from .store import SnapshotStore, prune, referenced_snapshots
@@ -147,8 +147,7 @@ def _unreadable(src:Source, path:Path, e:Exception)->MlnbError:
 
 def _check_header(df:pl.DataFrame, src:Source, path:Path)->pl.DataFrame:
     "Refuse a header that names a column twice (polars would silently rename the copies), and a text row cut short (polars would fill it with nulls)."
-    dupes = sorted({re.sub(r"_duplicated_\d+$", "", c) for c in df.columns if re.search(r"_duplicated_\d+$", c)})
-    if dupes: raise MlnbError(f"source '{src.name}': the header names column(s) {', '.join(map(repr, dupes))} more than once", where=str(path),
+    if dupes := repeated_names(df.columns): raise MlnbError(f"source '{src.name}': the header names column(s) {', '.join(map(repr, dupes))} more than once", where=str(path),
                               fix="rename or remove the duplicate columns in the file.")
     if src.kind in ("csv", "tsv") and df.width and df[df.columns[-1]].null_count() and (short := short_row(path, "\t" if src.kind == "tsv" else ",")):
         raise MlnbError(f"source '{src.name}': {short}", where=str(path), fix="complete or remove that row in the source (mlnb never changes it).")
