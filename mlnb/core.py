@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 # %% auto #0
 __all__ = ['MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who',
-           'repeated_names', 'short_row']
+           'repeated_names', 'short_row', 'row_line']
 
 # %% ../nbs/10_core.ipynb #a3f512c2
 class MlnbError(Exception):
@@ -87,7 +87,27 @@ def short_row(path:str|Path, sep:str=",")->str|None:
     import csv
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         rows = csv.reader(f, delimiter=sep)
-        width = len(next(rows, []))
+        width, start = len(next(rows, [])), rows.line_num + 1
         for i, row in enumerate(rows, 1):
-            if row and len(row) < width: return f"row {i} (line {rows.line_num}) has {len(row)} field(s) where the header has {width}"
+            if row and len(row) < width: return f"row {i} (line {start}) has {len(row)} field(s) where the header has {width}"
+            start = rows.line_num + 1
     return None
+
+def row_line(path:str|Path, row:int,   # 0-based data row, counted as polars counts them
+             sep:str|None=",")->int|None: # CSV/TSV delimiter; None for JSONL (one record per non-blank line)
+    "The line that data row `row` of a text file starts on (a quoted CSV field may span lines); None past the end."
+    import csv
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        if sep is None: return next((i for i, n in _nonblank(f) if n == row), None)
+        rows = csv.reader(f, delimiter=sep)
+        next(rows, None); start = rows.line_num + 1
+        for i, _ in enumerate(rows):
+            if i == row: return start
+            start = rows.line_num + 1
+    return None
+
+def _nonblank(lines):
+    "(line number, index among the non-blank lines) of each non-blank line."
+    n = -1
+    for i, line in enumerate(lines, 1):
+        if line.strip(): n += 1; yield i, n

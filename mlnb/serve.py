@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
-from .core import MlnbError, atomic_path, load_json, repeated_names, save_json, short_row
+from .core import MlnbError, atomic_path, load_json, repeated_names, row_line, save_json, short_row
 from .security import data_key, load_frame, save_frame
 from .features import RARE, Preprocessor, derived_exprs
 from .registry import ModelPackage, read_aliases, resolve, set_alias, verify
@@ -818,7 +818,8 @@ def first_bad_value(src:Path, fmt:str, types:dict[str,pl.DataType])->str|None:
     if not hit.height: return None
     r, c = hit["\0row"][0], next(c for c in bad if hit[c][0])
     value = hit[f"{c}\0v"][0]
-    where = f"row {r + 1} (line {r + 2})" if fmt in ("csv", "tsv") else f"line {r + 1}" if fmt == "jsonl" else f"row {r + 1}"
+    line = row_line(src, r, None if fmt == "jsonl" else "\t" if fmt == "tsv" else ",") if fmt != "parquet" else None
+    where = f"line {line or r + 1}" if fmt == "jsonl" else f"row {r + 1} (line {line})" if line else f"row {r + 1}"
     hint = " (dates are written YYYY-MM-DD)" if types[c] == pl.Date else " (true or false)" if types[c] == pl.Boolean else ""
     return f"column '{c}', {where}: {value!r} is not a valid {types[c]}{hint}"
 
