@@ -164,7 +164,7 @@ def _reproduce(args)->int:
 
 def _data(args)->int:
     from mlnb.config import load_config
-    from mlnb.store import SnapshotStore, diff, prune, referenced_snapshots, table
+    from mlnb.store import SnapshotStore, diff, listing, prune, referenced_snapshots
     cfg = load_config(args.config)
     store = SnapshotStore(cfg.data.store)
     if args.action == "erase":
@@ -180,8 +180,7 @@ def _data(args)->int:
     need = {"show": 1, "diff": 2}.get(args.action, 0)
     if len(args.ids) != need: raise MlnbError(f"`mlnb data {args.action}` takes {need} snapshot id(s), got {len(args.ids)}")
     if args.action == "list":
-        rows = table(store)
-        print(rows if rows.height else f"no snapshots in {store.root} yet (step 00 stores them)")
+        print(listing(store, cfg.package.registry))
     elif args.action == "show": print(json.dumps({k: v for k, v in store.get(args.ids[0]).items()}, indent=2))
     elif args.action == "diff": print(json.dumps(diff(store, *args.ids), indent=2))
     else:

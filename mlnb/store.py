@@ -10,7 +10,7 @@ import polars as pl
 from .core import MlnbError, load_json, save_json, sha256_file, who
 
 # %% auto #0
-__all__ = ['SnapshotStore', 'table', 'diff', 'referenced_snapshots', 'prune', 'erase_rows', 'erase']
+__all__ = ['SnapshotStore', 'table', 'diff', 'snapshot_users', 'referenced_snapshots', 'listing', 'prune', 'erase_rows', 'erase']
 
 # %% ../nbs/16_store.ipynb #eec7c838
 def _link_or_copy(src:Path, dest:Path):
@@ -70,9 +70,28 @@ def diff(store:SnapshotStore, a:str, b:str)->dict:
                 retyped={c: [ca[c], cb[c]] for c in sorted(set(ca) & set(cb)) if ca[c] != cb[c]})
 
 # %% ../nbs/16_store.ipynb #b268fa60
+def snapshot_users(registry:str|Path)->dict[str,list[str]]:
+    "Each snapshot id that a registered model version's metadata names -> those versions ('churn v1'), in version order."
+    number = lambda p: (p.parts[-3], int(p.parts[-2][1:]) if p.parts[-2][1:].isdigit() else 0)
+    users = {}
+    for m in sorted(Path(registry).glob("*/v*/metadata.json"), key=number):
+        if snap := load_json(m).get("data", {}).get("snapshot"): users.setdefault(snap, []).append(f"{m.parts[-3]} {m.parts[-2]}")
+    return users
+
 def referenced_snapshots(registry:str|Path)->set[str]:
     "Snapshot ids named in any registered model version's metadata."
-    return {load_json(m).get("data", {}).get("snapshot") for m in Path(registry).glob("*/v*/metadata.json")} - {None}
+    return set(snapshot_users(registry))
+
+def listing(store:SnapshotStore, registry:str|Path|None=None)->str:
+    "The stored snapshots as an aligned text table, oldest first: id, created (UTC), rows, columns, parent and the model versions trained on each."
+    t, users = table(store), snapshot_users(registry) if registry else {}
+    if not t.height: return f"no snapshots in {store.root} yet (step 00 stores them)"
+    lines = [("id", "created (UTC)", "rows", "columns", "parent", "models")] + [
+        (r["id"], r["created"][:19].replace("T", " "), f"{r['rows']:,}", str(r["columns"]), r["parent"] or "-", ", ".join(users.get(r["id"], [])) or "-")
+        for r in t.iter_rows(named=True)]
+    widths = [max(len(line[k]) for line in lines) for k in range(len(lines[0]))]
+    cell = lambda k, v: v.rjust(widths[k]) if k in (2, 3) else v.ljust(widths[k])   # numbers right-aligned
+    return "\n".join("  ".join(cell(k, v) for k, v in enumerate(line)).rstrip() for line in lines)
 
 def prune(store:SnapshotStore, keep:int, referenced:set[str]=frozenset())->list[str]:
     "Delete all but the newest `keep` snapshots and the referenced ones; return the deleted ids."

@@ -18,6 +18,9 @@ def test_data_commands(cli, tmp_path):
     ids = [p.name for p in (tmp_path/"data"/"snapshots").iterdir() if not p.name.startswith(".")]
     assert len(ids) == 2, "the same data collected twice must be stored once"
     assert all(i in listing.stdout for i in ids)
+    head, *lines = listing.stdout.splitlines()                 # a text table, oldest first: no model trained on either yet
+    assert head.split() == ["id", "created", "(UTC)", "rows", "columns", "parent", "models"], listing.stdout
+    assert [line.split()[3:] for line in lines] == [["3,000", "15", "-", "-"], ["3,500", "15", lines[0].split()[0], "-"]], listing.stdout
     first, second = sorted(ids, key=lambda i: json.loads((tmp_path/"data"/"snapshots"/i/"manifest.json").read_text())["created"])
     shown = json.loads(cli("data", "show", second[:6], cwd=tmp_path).stdout)
     assert shown["rows"] == 3500 and shown["parent"] == first
