@@ -141,7 +141,13 @@ def _models(args)->int:
     return 1 if problems else 0
 
 def _monitor(args)->int:
+    from mlnb.config import load_config
+    from mlnb.monitor import monitor_source
+    from mlnb.registry import resolve
     from mlnb.runner import new_run_id, run_pipeline
+    cfg = load_config(args.config, args.param)             # no model or no data to monitor: say so before any run folder is made
+    resolve(f"{cfg.package.model_name}@{cfg.monitor.alias}", cfg.package.registry)
+    monitor_source(cfg)
     rec = run_pipeline(args.config, args.param, steps="08", run_id=f"monitor-{new_run_id()}")
     if rec["status"] != "ok": return 1
     s = rec["steps"]["08_monitor"]["summary"]

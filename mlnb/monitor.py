@@ -16,10 +16,11 @@ from .steps import StepRun, _clear
 __all__ = ['REFERENCE_FORMAT', 'TABLE', 'PRIMARY', 'TIME_COLUMNS', 'sorted_values', 'bin_shares', 'numeric_reference',
            'category_counts', 'categorical_reference', 'monitored_columns', 'prediction_sample', 'reference_stats',
            'save_reference', 'load_reference', 'psi', 'ks_statistic', 'js_distance', 'numeric_drift',
-           'categorical_drift', 'drift_status', 'column_drift', 'drift_report', 'drift_table', 'load_batch',
-           'load_labels', 'join_labels', 'window_metrics', 'live_performance', 'retrain_decision', 'model_age_days',
-           'drift_gauges', 'psi_plot', 'distribution_plot', 'most_drifted', 'demo_monitor', 'labelled_metrics',
-           'compare_models', 'judge_rows', 'retrain', 'log_key', 'model_rows', 'run_monitor']
+           'categorical_drift', 'drift_status', 'column_drift', 'drift_report', 'drift_table', 'batch_files',
+           'load_batch', 'load_labels', 'join_labels', 'window_metrics', 'live_performance', 'retrain_decision',
+           'model_age_days', 'drift_gauges', 'psi_plot', 'distribution_plot', 'most_drifted', 'demo_monitor',
+           'labelled_metrics', 'compare_models', 'judge_rows', 'retrain', 'log_key', 'monitor_source', 'model_rows',
+           'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #12e93c46
 def sorted_values(s:pl.Series)->tuple[np.ndarray, int]:
@@ -247,14 +248,18 @@ def _read(path:Path, key:bytes|None)->pl.DataFrame:
     structs = [c for c, t in df.schema.items() if isinstance(t, pl.Struct)]
     return df.unnest(structs) if structs else df
 
+def batch_files(path:str|Path)->list[Path]:
+    "The files at `path`: the file itself, a glob's matches, or a folder's data files (CSV, Parquet, JSON lines; hidden ones left out)."
+    path = Path(path)
+    data = lambda p: p.is_file() and not p.name.startswith(".") and Path(p.name.removesuffix(".enc")).suffix in _READERS
+    return (sorted(filter(data, path.rglob("*"))) if path.is_dir() else sorted(Path(p) for p in glob.glob(str(path)))
+            if any(ch in str(path) for ch in "*?[") else [path] if path.exists() else [])
+
 def load_batch(path:str|Path,            # file, glob or folder
                key:bytes|None=None       # data key for encrypted files (None: from $MLNB_DATA_KEY)
               )->pl.DataFrame:
     "All rows of the data at `path`, struct columns unpacked; a clear error for no files or no rows."
-    path = Path(path)
-    data = lambda p: p.is_file() and not p.name.startswith(".") and Path(p.name.removesuffix(".enc")).suffix in _READERS
-    files = (sorted(filter(data, path.rglob("*"))) if path.is_dir() else sorted(Path(p) for p in glob.glob(str(path)))
-             if any(ch in str(path) for ch in "*?[") else [path] if path.exists() else [])
+    files = batch_files(path)
     if not files: raise MlnbError("no data found", where=str(path), fix="point monitor.batch at a CSV/Parquet file, a glob or the prediction log's folder.")
     df = pl.concat([_read(f, key) for f in files], how="diagonal_relaxed")
     if df.height == 0: raise MlnbError(f"no rows in {len(files)} file(s)", where=str(path), fix="wait until the service has logged requests.")
@@ -475,7 +480,13 @@ def retrain(config_path:str|Path="mlnb.yaml",  # the pipeline config
     try: champion = ModelPackage(resolve(f"{name}@{alias}", reg))
     except MlnbError: champion = None
     out = dict(model=name, retrained=False, promoted=False, champion=champion.version if champion else None, runs={})
+    watched = champion is not None
     if champion:
+        try: monitor_source(cfg)                           # no data to monitor: say so before any run folder is made
+        except MlnbError as e:
+            if not force: raise
+            echo(f"not monitoring ({e.what}); retraining anyway (--force)"); watched, out["monitor"] = False, dict(skipped=e.what)
+    if watched:
         rec = run_pipeline(config_path, overrides, steps="08", run_id=f"monitor-{stamp}", echo=echo)
         out["runs"]["monitor"] = rec["run_id"]
         if rec["status"] != "ok": raise MlnbError(f"monitoring failed, so nothing was retrained: {rec.get('error')}", where=f"run {rec['run_id']}")
@@ -508,6 +519,18 @@ def log_key(cfg)->bytes|None:
     from mlnb.security import data_key
     return data_key(file=cfg.data.key_file) if cfg.serve.encrypt_log else None
 
+def monitor_source(cfg)->str:
+    "Where monitoring reads recent rows (monitor.batch, else the prediction log); an error that says what to do when there are none yet."
+    m = cfg.monitor
+    source = m.batch or getattr(cfg.serve, "log_dir", None)
+    if not source: raise MlnbError("nothing to monitor: neither monitor.batch nor serve.log_dir is set", where="config monitor.batch / serve.log_dir",
+                                   fix="set monitor.batch, e.g. -p monitor.batch=predictions/")
+    if not m.batch and not batch_files(source):
+        raise MlnbError("the prediction log holds no requests yet, so there is nothing to monitor", where=str(source),
+                        fix=f"serve the model (`mlnb serve {cfg.package.model_name}@{m.alias}`) and send it requests (it logs them to serve.log_dir), "
+                            "or point monitor.batch at a file of recent input rows (`-p monitor.batch=new_rows.csv`).")
+    return str(source)
+
 def model_rows(batch:pl.DataFrame, name:str)->pl.DataFrame:
     "The rows of model `name` (a prediction log may be shared by several models)."
     return batch.filter(pl.col("model").cast(pl.String) == name) if "model" in batch.columns else batch
@@ -530,9 +553,7 @@ def run_monitor(config_path:str|None=None, run_dir:str|None=None)->dict:
         raise MlnbError(f"{name}@{m.alias} ({folder.name}) has no reference.json, so there is nothing to compare with", where=str(folder),
                         fix="register the model again with a current mlnb (step 06 stores the reference statistics).")
     reference = load_reference(folder/"reference.json")
-    source = m.batch or getattr(cfg.serve, "log_dir", None)
-    if not source: raise MlnbError("nothing to monitor: neither monitor.batch nor serve.log_dir is set", where=str(config_path),
-                                   fix="set monitor.batch, e.g. -p monitor.batch=predictions/")
+    source = monitor_source(cfg)
     batch = model_rows(load_batch(source, log_key(cfg)), name)      # config paths are absolute (load_config resolves them)
     report = drift_report(reference, batch, m, where=source, version=folder.name)
     perf = live_performance(batch, load_labels(m.labels, signature.get("target")), signature["task"], signature.get("classes") or [],

@@ -271,3 +271,29 @@ def test_monitor_defaults_to_the_service_log_and_needs_a_reference(tmp_path):
     sums = json.loads((version/"checksums.json").read_text()); del sums["reference.json"]
     (version/"checksums.json").write_text(json.dumps(sums))
     with pytest.raises(MlnbError, match=r"churn@production \(v1\) has no reference.json"): run_monitor(str(config), str(run_dir))
+
+def test_nothing_to_monitor_yet_is_said_before_any_run(cli, tmp_path, monkeypatch):
+    "Right after the first pipeline run there is a model but no prediction log: `mlnb monitor` and `mlnb retrain` say what to do, and start no run."
+    import yaml
+    import mlnb.runner
+    from mlnb.monitor import demo_monitor, retrain
+    config, _ = demo_monitor(tmp_path)
+    raw = yaml.safe_load(config.read_text())
+    raw["monitor"]["batch"], raw["monitor"]["labels"], raw["serve"]["log_dir"] = None, None, "predictions"
+    config.write_text(yaml.safe_dump(raw))
+    for command in ("monitor", "retrain"):
+        res = cli(command, "-c", config, cwd=tmp_path)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "predictions: the prediction log holds no requests yet, so there is nothing to monitor" in res.stderr, res.stderr
+        assert "mlnb serve churn@production" in res.stderr and "-p monitor.batch=" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path/"runs").exists() or not any((tmp_path/"runs").iterdir()), "no run folder for nothing to monitor"
+    (tmp_path/"registry"/"churn"/"aliases.json").write_text("{}")          # no production model at all
+    res = cli("monitor", "-c", config, cwd=tmp_path)
+    assert res.returncode == 2 and "model 'churn' has no 'production' alias yet" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    (tmp_path/"registry"/"churn"/"aliases.json").write_text('{"production": "v1"}')
+    calls, said = [], []                                  # --force retrains anyway: straight to steps 00-06, no monitoring run
+    def fake_run(config_path, overrides=(), steps=None, run_id=None, echo=None, **kw):
+        calls.append(steps); raise RuntimeError("stop after the first run")
+    monkeypatch.setattr(mlnb.runner, "run_pipeline", fake_run)
+    with pytest.raises(RuntimeError, match="stop after the first run"): retrain(config, force=True, echo=said.append)
+    assert calls == ["00-06"] and said == ["not monitoring (the prediction log holds no requests yet, so there is nothing to monitor); retraining anyway (--force)"]
