@@ -525,11 +525,11 @@ def monitor_source(cfg)->str:
     source = m.batch or getattr(cfg.serve, "log_dir", None)
     if not source: raise MlnbError("nothing to monitor: neither monitor.batch nor serve.log_dir is set", where="config monitor.batch / serve.log_dir",
                                    fix="set monitor.batch, e.g. -p monitor.batch=predictions/")
-    if not m.batch and not batch_files(source):
-        raise MlnbError("the prediction log holds no requests yet, so there is nothing to monitor", where=str(source),
-                        fix=f"serve the model (`mlnb serve {cfg.package.model_name}@{m.alias}`) and send it requests (it logs them to serve.log_dir), "
-                            "or point monitor.batch at a file of recent input rows (`-p monitor.batch=new_rows.csv`).")
-    return str(source)
+    if batch_files(source): return str(source)
+    if m.batch: raise MlnbError("monitor.batch names no data file", where=str(source), fix="point monitor.batch at a CSV/Parquet file, a glob or the prediction log's folder.")
+    raise MlnbError("the prediction log holds no requests yet, so there is nothing to monitor", where=str(source),
+                    fix=f"serve the model (`mlnb serve {cfg.package.model_name}@{m.alias}`) and send it requests (it logs them to serve.log_dir), "
+                        "or point monitor.batch at a file of recent input rows (`-p monitor.batch=new_rows.csv`).")
 
 def model_rows(batch:pl.DataFrame, name:str)->pl.DataFrame:
     "The rows of model `name` (a prediction log may be shared by several models)."

@@ -286,6 +286,8 @@ def test_nothing_to_monitor_yet_is_said_before_any_run(cli, tmp_path, monkeypatc
         assert res.returncode == 2, res.stdout + res.stderr
         assert "predictions: the prediction log holds no requests yet, so there is nothing to monitor" in res.stderr, res.stderr
         assert "mlnb serve churn@production" in res.stderr and "-p monitor.batch=" in res.stderr and "Traceback" not in res.stderr
+    res = cli("monitor", "-c", config, "-p", "monitor.batch=typo.csv", cwd=tmp_path)   # a batch that names no file
+    assert res.returncode == 2 and "typo.csv: monitor.batch names no data file" in res.stderr, res.stderr
     assert not (tmp_path/"runs").exists() or not any((tmp_path/"runs").iterdir()), "no run folder for nothing to monitor"
     (tmp_path/"registry"/"churn"/"aliases.json").write_text("{}")          # no production model at all
     res = cli("monitor", "-c", config, cwd=tmp_path)
