@@ -422,6 +422,8 @@ def is_loopback(host:str)->bool:
 
 SERVE_ROLES = ("predict", "admin")
 
+_NO_KEYS_WARNED = set()   # key-ring settings already warned about in this process: the CLI, `serve` and the app all load the keys
+
 def load_keys(settings:ServeSettings):
     "The key ring, or None on loopback without one; an error on a public address without one."
     from mlnb.security import KeyRing
@@ -435,7 +437,9 @@ def load_keys(settings:ServeSettings):
     if ring is None and not is_loopback(settings.host):
         raise MlnbError(f"refusing to serve on {settings.host} without API keys", where="--host",
                         fix=f"set ${settings.keys_env} or serve.keys_file (YAML: name: {{key: ..., roles: [predict]}}), or bind 127.0.0.1.")
-    if ring is None: logging.getLogger("mlnb.serve").warning("no API keys configured: every local caller may predict and reload (loopback only)")
+    if ring is None and (settings.keys_env, settings.keys_file) not in _NO_KEYS_WARNED:
+        _NO_KEYS_WARNED.add((settings.keys_env, settings.keys_file))
+        logging.getLogger("mlnb.serve").warning("no API keys configured: every local caller may predict and reload (loopback only)")
     return ring
 
 # %% ../nbs/07_deploy.ipynb #fbfe6464
@@ -895,6 +899,7 @@ def score_file(package:ModelPackage, src:str|Path, dest:str|Path, chunk:int=50_0
 def app_from_env():
     "The app of one uvicorn worker, from `$MLNB_SERVE_SETTINGS`."
     s = json.loads(os.environ["MLNB_SERVE_SETTINGS"])
+    _NO_KEYS_WARNED.add((s["keys_env"], s.get("keys_file")))   # `serve` warned once for the service: not once more per worker
     return create_app(ServeSettings(**{**s, "pii": tuple(s.get("pii", ()))}))
 
 def worker_socket(host:str, port:int)->socket.socket:

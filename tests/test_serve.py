@@ -1,5 +1,5 @@
 "The model service over real HTTP: golden parity with batch scoring, auth, strict requests, limits, metrics, the prediction log, hot reload and its faults."
-import collections, concurrent.futures as cf, contextlib, datetime as dt, json, os, shutil, signal, socket, subprocess, sys, threading, time
+import collections, concurrent.futures as cf, contextlib, datetime as dt, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 import httpx, numpy as np, polars as pl
 import pytest, yaml
@@ -514,3 +514,23 @@ def test_an_internal_error_is_a_json_500(models):
         assert r.status_code == 500 and r.headers["content-type"] == "application/json" and "internal error" in r.json()["detail"]
         served.predict = real
         assert c.post("/predict", json=rec, headers=APP).status_code == 200
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_keys_warning_is_given_once(models, workers):
+    "Without a key ring the service warns once that every local caller may predict: not once per place the keys are loaded, nor per worker."
+    port, log = free_port(), tempfile.TemporaryFile()
+    env = {k: v for k, v in os.environ.items() if k != "MLNB_API_KEYS"}
+    proc = subprocess.Popen([str(MLNB), "serve", "churn@v1", "--registry", str(models["registry"]), "--port", str(port), "--no-log", "--workers", str(workers)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        ready = 0
+        for _ in range(300):                              # new connections reach both workers; each is up once it answers
+            try: ready += httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200
+            except httpx.TransportError: pass
+            if ready >= 20: break
+            time.sleep(0.1)
+        assert ready >= 20
+    finally:
+        proc.terminate(); proc.wait(30)
+    log.seek(0); out = log.read().decode()
+    assert out.count("no API keys configured") == 1 and f"with {workers} worker(s)" in out, out
