@@ -4,12 +4,12 @@
 
 # %% ../nbs/10_core.ipynb #c9f1c6cc
 from __future__ import annotations
-import contextlib, getpass, hashlib, json, os, re, tempfile
+import contextlib, getpass, hashlib, itertools, json, os, re, tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 # %% auto #0
-__all__ = ['MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who',
+__all__ = ['DELIMITERS', 'MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who',
            'repeated_names', 'short_row', 'row_line']
 
 # %% ../nbs/10_core.ipynb #a3f512c2
@@ -82,32 +82,25 @@ def repeated_names(columns:list[str])->list[str]:
     "Column names a file's header gives more than once (polars reads the copies as `name_duplicated_0`, ...)."
     return sorted({re.sub(r"_duplicated_\d+$", "", c) for c in columns if re.search(r"_duplicated_\d+$", c)})
 
-def short_row(path:str|Path, sep:str=",")->str|None:
-    "Where the first row of a delimited text file with fewer fields than its header is: 'row 7 (line 8) has 3 field(s) where the header has 4'; None if none."
+DELIMITERS = {"csv": ",", "tsv": "\t"}   # the delimited text formats (source kinds, file formats) and their field separators
+
+def _rows(path:str|Path, sep:str):
+    "(line it starts on, fields) of each row of a delimited text file, header first, as Python's `csv` reads it (a quoted field may span lines)."
     import csv
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        rows = csv.reader(f, delimiter=sep)
-        width, start = len(next(rows, [])), rows.line_num + 1
-        for i, row in enumerate(rows, 1):
-            if row and len(row) < width: return f"row {i} (line {start}) has {len(row)} field(s) where the header has {width}"
-            start = rows.line_num + 1
-    return None
+        rows, start = csv.reader(f, delimiter=sep), 1
+        for row in rows: yield start, row; start = rows.line_num + 1
+
+def short_row(path:str|Path, sep:str=",")->str|None:
+    "Where the first row of a delimited text file with fewer fields than its header is: 'row 7 (line 8) has 3 field(s) where the header has 4'; None if none."
+    rows = _rows(path, sep)
+    width = len(next(rows, (1, []))[1])
+    return next((f"row {i} (line {start}) has {len(row)} field(s) where the header has {width}"
+                 for i, (start, row) in enumerate(rows, 1) if row and len(row) < width), None)
 
 def row_line(path:str|Path, row:int,   # 0-based data row, counted as polars counts them
              sep:str|None=",")->int|None: # CSV/TSV delimiter; None for JSONL (one record per non-blank line)
     "The line that data row `row` of a text file starts on (a quoted CSV field may span lines); None past the end."
-    import csv
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        if sep is None: return next((i for i, n in _nonblank(f) if n == row), None)
-        rows = csv.reader(f, delimiter=sep)
-        next(rows, None); start = rows.line_num + 1
-        for i, _ in enumerate(rows):
-            if i == row: return start
-            start = rows.line_num + 1
-    return None
-
-def _nonblank(lines):
-    "(line number, index among the non-blank lines) of each non-blank line."
-    n = -1
-    for i, line in enumerate(lines, 1):
-        if line.strip(): n += 1; yield i, n
+    if sep is not None: return next(itertools.islice((start for start, _ in _rows(path, sep)), row + 1, None), None)   # + 1: the header
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return next(itertools.islice((i for i, line in enumerate(f, 1) if line.strip()), row, None), None)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import polars as pl
 from .security import data_key, read_secret, save_frame
-from .core import MlnbError, atomic_path, load_json, repeated_names, save_json, sha256_file, short_row
+from .core import DELIMITERS, MlnbError, atomic_path, load_json, repeated_names, save_json, sha256_file, short_row
 from .config import Source, Synthetic
 from .steps import open_step
 from .store import SnapshotStore, prune, referenced_snapshots
@@ -134,7 +134,7 @@ def _read_file(src:Source, path:Path)->pl.DataFrame:
             parts = list(pl.read_database(src.query, connection=con, iter_batches=True, batch_size=SQLITE_BATCH_ROWS))
             return pl.concat(parts, how="vertical_relaxed") if parts else pl.read_database(src.query, connection=con)
         finally: con.close()
-    if src.kind in ("csv", "tsv"): return pl.read_csv(path, separator="\t" if src.kind == "tsv" else ",", infer_schema_length=10_000)
+    if src.kind in DELIMITERS: return pl.read_csv(path, separator=DELIMITERS[src.kind], infer_schema_length=10_000)
     if src.kind == "parquet": return pl.read_parquet(path)
     return pl.read_ndjson(path, infer_schema_length=10_000)
 
@@ -149,7 +149,7 @@ def _check_header(df:pl.DataFrame, src:Source, path:Path)->pl.DataFrame:
     "Refuse a header that names a column twice (polars would silently rename the copies), and a text row cut short (polars would fill it with nulls)."
     if dupes := repeated_names(df.columns): raise MlnbError(f"source '{src.name}': the header names column(s) {', '.join(map(repr, dupes))} more than once", where=str(path),
                               fix="rename or remove the duplicate columns in the file.")
-    if src.kind in ("csv", "tsv") and df.width and df[df.columns[-1]].null_count() and (short := short_row(path, "\t" if src.kind == "tsv" else ",")):
+    if src.kind in DELIMITERS and df.width and df[df.columns[-1]].null_count() and (short := short_row(path, DELIMITERS[src.kind])):
         raise MlnbError(f"source '{src.name}': {short}", where=str(path), fix="complete or remove that row in the source (mlnb never changes it).")
     return df
 

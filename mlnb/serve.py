@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
-from .core import MlnbError, atomic_path, load_json, repeated_names, row_line, save_json, short_row
+from .core import DELIMITERS, MlnbError, atomic_path, load_json, repeated_names, row_line, save_json, short_row
 from .security import data_key, load_frame, save_frame
 from .features import RARE, Preprocessor, derived_exprs
 from .registry import ModelPackage, read_aliases, resolve, set_alias, verify
@@ -784,7 +784,7 @@ def scan_input(src:Path, fmt:str, types:dict[str,pl.DataType], text:bool=False)-
     "`src` with the model's input columns (`types`) in their types, dates still text (`convert` parses them); `text`: every input column as text."
     if fmt == "parquet": return pl.scan_parquet(src)
     if fmt == "jsonl": return pl.scan_ndjson(src, schema_overrides={c: pl.String if text or _temporal(t) else t for c, t in types.items()}, infer_schema_length=10_000)
-    sep = "\t" if fmt == "tsv" else ","
+    sep = DELIMITERS[fmt]
     names = pl.scan_csv(src, separator=sep, infer_schema=False).collect_schema().names()
     if dupes := repeated_names(names):
         raise MlnbError(f"the header names column(s) {', '.join(map(repr, dupes))} more than once", where=str(src), fix="rename or remove the duplicate columns.")
@@ -822,7 +822,7 @@ def first_bad_value(src:Path, fmt:str, types:dict[str,pl.DataType])->str|None:
     if not hit.height: return None
     r, c = hit["\0row"][0], next(c for c in bad if hit[c][0])
     value = hit[f"{c}\0v"][0]
-    line = row_line(src, r, None if fmt == "jsonl" else "\t" if fmt == "tsv" else ",") if fmt != "parquet" else None
+    line = row_line(src, r, DELIMITERS.get(fmt)) if fmt != "parquet" else None   # JSONL: no delimiter, one record a line
     where = f"line {line or r + 1}" if fmt == "jsonl" else f"row {r + 1} (line {line})" if line else f"row {r + 1}"
     hint = " (dates are written YYYY-MM-DD)" if types[c] == pl.Date else " (true or false)" if types[c] == pl.Boolean else ""
     return f"column '{c}', {where}: {value!r} is not a valid {types[c]}{hint}"
@@ -843,7 +843,7 @@ def read_batches(package:ModelPackage, src:Path, chunk:int=50_000):
         empty, gaps = True, 0
         for part in lf.collect_batches(chunk_size=chunk): empty = False; gaps += part[last].null_count(); yield part
         if empty: yield lf.head(0).collect()                   # so an empty input still gives an output with its columns
-        if gaps and fmt in ("csv", "tsv") and (short := short_row(src, "\t" if fmt == "tsv" else ",")):   # an empty last field, or a row cut short?
+        if gaps and fmt in DELIMITERS and (short := short_row(src, DELIMITERS[fmt])):   # an empty last field, or a row cut short?
             raise MlnbError(f"the input's {short}", where=str(src), fix="complete or remove that row; nothing was written.")
     return batches()
 
@@ -871,7 +871,7 @@ def write_frames(frames, path:Path, fmt:str)->int:
             else:
                 with open(path, "ab") as f:
                     if fmt == "jsonl": out.write_ndjson(f)
-                    else: out.write_csv(f, include_header=n == 0, separator="\t" if fmt == "tsv" else ",")
+                    else: out.write_csv(f, include_header=n == 0, separator=DELIMITERS[fmt])
             n += out.height
     finally:
         if writer: writer.close()
