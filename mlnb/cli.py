@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import MlnbError
 
 # %% auto #0
-__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'check_tls', 'inside', 'main']
+__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'check_tls', 'inside', 'command_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #ff5107dd
 def parser()->argparse.ArgumentParser:
@@ -61,6 +61,7 @@ def parser()->argparse.ArgumentParser:
     reg.add_argument("-c", "--config", default=None, help="config whose package.registry to use"); reg.add_argument("--registry", default=None, help="registry folder")
     a = acts.add_parser("list", parents=[reg], help="models, versions, gates and aliases (the default)"); a.add_argument("name", nargs="?", help="one model only")
     a = acts.add_parser("show", parents=[reg], help="one version: gate, metrics, lineage, files"); a.add_argument("ref", help="MODEL, MODEL@vN or MODEL@ALIAS")
+    a.add_argument("version", nargs="?", help="VERSION or ALIAS, as in `promote` and `diff` (`show churn v2` is `show churn@v2`)")
     a = acts.add_parser("promote", parents=[reg], help="point an alias at a version whose gate passed")
     a.add_argument("name"); a.add_argument("version"); a.add_argument("--alias", choices=["production", "staging"], default="production")
     a.add_argument("--force", action="store_true", help="promote despite a failed gate (needs --reason)"); a.add_argument("--reason", help="why (recorded in the audit log)")
@@ -110,6 +111,10 @@ def _models(args)->int:
     if args.action == "list": return _list_models(reg, args.name)
     if args.action == "show":
         ref = args.ref
+        if args.version:                                 # `show MODEL VERSION`, as the other actions take it
+            if "@" in ref or Path(ref).is_dir(): raise MlnbError(f"{ref} names a version already, and {args.version} names another", where="mlnb models show",
+                                                                 fix=f"give one: `mlnb models show {ref}` or `mlnb models show {ref.split('@')[0]} {args.version}`.")
+            ref = f"{ref}@{args.version}"
         if "@" not in ref and not Path(ref).is_dir():   # MODEL alone: its production version, else its newest
             ref = f"{ref}@{r.read_aliases(reg, ref).get('production') or (r.versions(reg, ref) or ['(none)'])[-1]}"
         print(json.dumps(r.describe(ref, reg), indent=2, default=str)); return 0
@@ -263,11 +268,21 @@ def _export(args)->int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #713658af
+def command_parser(p:argparse.ArgumentParser, args:argparse.Namespace)->argparse.ArgumentParser:
+    "The parser of the command `args` came from (e.g. `mlnb models show`), so an error shows that command's usage."
+    for name in ("command", "action"):
+        sub = next((a for a in p._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or getattr(args, name, None) not in sub.choices: break
+        p = sub.choices[getattr(args, name)]
+    return p
+
 def main(argv:list[str]|None=None)->int:
     "Run the `mlnb` command line."
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["models"] and (len(argv) == 1 or argv[1] not in (*MODEL_ACTIONS, "-h", "--help")): argv.insert(1, "list")  # `mlnb models [NAME]`
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra: command_parser(p, args).error(f"unrecognized arguments: {' '.join(extra)}")   # with that command's usage, not mlnb's
     try:
         if args.command == "run":
             from mlnb.runner import run_pipeline

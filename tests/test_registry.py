@@ -108,6 +108,7 @@ def test_show_and_diff(models):
     assert shown["lineage"] == {**shown["lineage"], "run_id": "run-20", "data_snapshot": "snap1", "git_commit": "abc123"}
     assert shown["registered"]["actor"] == "ci" and shown["aliases"] == []
     assert json.loads(models("show", "toy").stdout)["version"] == "v3", "MODEL alone: production, else the newest version"
+    assert models("show", "toy", "v2").stdout == models("show", "toy@v2").stdout, "`show MODEL VERSION`, as promote and diff take it"
     shown = json.loads(models("show", "toy@v1").stdout)
     assert shown["onnx"]["parity"]["passed"] and "model.onnx" in shown["files"]
     res = models("diff", "toy", "v1", "v2")
@@ -123,12 +124,20 @@ def test_show_and_diff(models):
     (["promote", "/etc", "v1"], "not a valid model name"),
     (["diff", "toy", "v1", "v1/../v2"], "is not an alias"),
     (["rollback", "to/y"], "not a valid model name"),
+    (["show", "toy", "../../etc"], "is not an alias"),
+    (["show", "toy@v1", "v2"], "toy@v1 names a version already, and v2 names another"),
 ])
 def test_names_cannot_escape_the_registry(models, reg, args, message):
     before = sorted(p.relative_to(reg.parent) for p in reg.parent.rglob("*"))
     res = models(*args)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
     assert sorted(p.relative_to(reg.parent) for p in reg.parent.rglob("*")) == before
+
+def test_an_extra_argument_names_its_command(models, capsys):
+    "argparse would name `mlnb` and show its usage; the error names the command the argument was given to."
+    with pytest.raises(SystemExit) as e: models("audit", "toy", "v1", "v2")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "mlnb models audit: error: unrecognized arguments: v2" in err and "usage: mlnb models audit" in err, err
 
 def test_corrupted_version_is_refused(models, reg):
     with open(reg/"toy"/"v1"/"model.txt", "a") as f: f.write("\n")
