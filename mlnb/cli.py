@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import MlnbError
 
 # %% auto #0
-__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'check_tls', 'inside', 'command_parser', 'main']
+__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'split_ref', 'check_tls', 'inside', 'command_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #ff5107dd
 def parser()->argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def parser()->argparse.ArgumentParser:
         s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
         if name == "retrain": s.add_argument("--force", action="store_true", help="retrain even when monitoring finds no reason")
     s = sub.add_parser("reproduce", help="re-run a registered version from its recorded config and snapshot; compare the model bytes")
-    s.add_argument("name"); s.add_argument("version")
+    s.add_argument("name", help="MODEL, or MODEL@VERSION"); s.add_argument("version", nargs="?", help="VERSION or ALIAS")
     s.add_argument("-c", "--config", default=None, help="config whose package.registry to use"); s.add_argument("--registry", default=None)
     s.add_argument("--runs-dir", help="where the reproduction run goes (default: the recorded runs_dir)")
     m = sub.add_parser("models", help="the model registry: list, show, promote, rollback, diff, audit")
@@ -63,13 +63,15 @@ def parser()->argparse.ArgumentParser:
     a = acts.add_parser("show", parents=[reg], help="one version: gate, metrics, lineage, files"); a.add_argument("ref", help="MODEL, MODEL@vN or MODEL@ALIAS")
     a.add_argument("version", nargs="?", help="VERSION or ALIAS, as in `promote` and `diff` (`show churn v2` is `show churn@v2`)")
     a = acts.add_parser("promote", parents=[reg], help="point an alias at a version whose gate passed")
-    a.add_argument("name"); a.add_argument("version"); a.add_argument("--alias", choices=["production", "staging"], default="production")
+    a.add_argument("name", help="MODEL, or MODEL@VERSION"); a.add_argument("version", nargs="?")
+    a.add_argument("--alias", choices=["production", "staging"], default="production", help="the alias to move (default: production)")
     a.add_argument("--force", action="store_true", help="promote despite a failed gate (needs --reason)"); a.add_argument("--reason", help="why (recorded in the audit log)")
     a = acts.add_parser("rollback", parents=[reg], help="put an alias back on the version it held before")
-    a.add_argument("name"); a.add_argument("--alias", choices=["production", "staging"], default="production"); a.add_argument("--reason", help="why (recorded)")
+    a.add_argument("name", help="MODEL, or MODEL@ALIAS"); a.add_argument("--alias", choices=["production", "staging"], help="default: production")
+    a.add_argument("--reason", help="why (recorded)")
     a = acts.add_parser("diff", parents=[reg], help="metrics, params, features and data of two versions"); a.add_argument("name"); a.add_argument("versions", nargs=2, metavar="VERSION")
     a = acts.add_parser("audit", parents=[reg], help="the audit log (--verify checks its hash chain); with VERSION, its whole trail")
-    a.add_argument("name"); a.add_argument("version", nargs="?", help="one version's trail: snapshot, validation, run, metrics, gates, promotions")
+    a.add_argument("name", help="MODEL, or MODEL@VERSION"); a.add_argument("version", nargs="?", help="one version's trail: snapshot, validation, run, metrics, gates, promotions")
     a.add_argument("--verify", action="store_true", help="exit 1 unless the log, aliases and version checksums are intact")
     return p
 
@@ -104,9 +106,21 @@ def _list_models(reg:Path, name:str|None)->int:
             print(f"  {v:5} run {meta.get('run_id')}  {g.get('metric', '')} {score}  gate {'passed' if g.get('passed') else 'failed'}  {' '.join(tags)}")
     return 0
 
+def split_ref(args:argparse.Namespace, command:str, slot:str="version", need:bool=False):
+    "Let `MODEL@REF` stand for the two words `MODEL REF` (serve, predict and show write it that way); `need`: REF must be given."
+    name, at, ref = args.name.partition("@")
+    given = getattr(args, slot)
+    if at and given and given != ref:
+        raise MlnbError(f"{args.name} names {ref} already, and {given} names another", fix=f"give one: `mlnb {command} {args.name}`.")
+    if at: args.name = name; setattr(args, slot, ref)
+    if need and not getattr(args, slot):
+        raise MlnbError(f"which {slot} of {name}?", fix=f"name it: `mlnb {command} {name} v3` (or {name}@v3).")
+
 def _models(args)->int:
     from mlnb import registry as r
     reg = registry_dir(args)
+    if args.action in ("promote", "rollback", "audit"): split_ref(args, f"models {args.action}", *{"promote": ("version", True), "rollback": ("alias",)}.get(args.action, ()))
+    if args.action == "rollback": args.alias = args.alias or "production"
     if getattr(args, "name", None): r.model_dir(reg, args.name)        # a mistyped name: say so (and create nothing)
     if args.action == "list": return _list_models(reg, args.name)
     if args.action == "show":
@@ -168,6 +182,7 @@ def _retrain(args)->int:
 def _reproduce(args)->int:
     from mlnb.registry import resolve
     from mlnb.runner import reproduce
+    split_ref(args, "reproduce", need=True)
     out = reproduce(resolve(f"{args.name}@{args.version}", registry_dir(args)), args.runs_dir)
     print(json.dumps(out, indent=2))
     print(f"{out['model']}: {'reproduced byte for byte' if out['identical'] else 'NOT identical: the model file differs'} (run {out['run_id']})")

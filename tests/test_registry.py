@@ -103,6 +103,21 @@ def test_rollback_restores_previous_production(models, reg):
     assert "toy  (production=v1, staging=v1)" in res.stdout and "gate failed" in res.stdout
     assert models().stdout == res.stdout == models("toy").stdout, "`mlnb models [NAME]` still lists"
 
+def test_model_at_version_stands_for_the_two_words(models, reg):
+    "serve, predict and show write MODEL@VERSION; promote, rollback, audit and reproduce take it too."
+    assert models("promote", "toy@v1", "--reason", "first").returncode == 0
+    assert models("promote", "toy@v2", "--alias", "staging").returncode == 0
+    assert models("promote", "toy@v1", "--alias", "staging").returncode == 0
+    res = models("rollback", "toy@staging")
+    assert res.returncode == 0 and "toy@staging rolled back: v1 -> v2" in res.stdout, res.stdout + res.stderr
+    assert json.loads((reg/"toy"/"aliases.json").read_text()) == {"production": "v1", "staging": "v2"}
+    assert models("audit", "toy@v2").stdout == models("audit", "toy", "v2").stdout
+    for args, message in [(["promote", "toy"], "which version of toy?"), (["promote", "toy@v1", "v2"], "toy@v1 names v1 already, and v2 names another"),
+                          (["rollback", "toy@staging", "--alias", "production"], "toy@staging names staging already")]:
+        res = models(*args)
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert json.loads((reg/"toy"/"aliases.json").read_text()) == {"production": "v1", "staging": "v2"}, "a refused command changed nothing"
+
 def test_show_and_diff(models):
     shown = json.loads(models("show", "toy@v2").stdout)
     assert shown["lineage"] == {**shown["lineage"], "run_id": "run-20", "data_snapshot": "snap1", "git_commit": "abc123"}
