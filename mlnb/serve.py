@@ -633,6 +633,9 @@ def create_app(settings:ServeSettings, package:ModelPackage|None=None):
         if watcher: watcher.cancel()
         publisher.cancel(); metrics.publish()
         if state["log"]: await asyncio.to_thread(state["log"].close)
+        if served := state["served"]:   # in-flight requests are answered and the log is written by now: say so
+            print(f"stopped serving {served.package.name}@{served.package.version}" + (f" (worker {os.getpid()})" if settings.workers > 1 else "")
+                  + (f"; prediction log flushed to {settings.log_dir}" if state["log"] else ""), flush=True)
 
     app = FastAPI(title=f"mlnb: {package.name}", version=package.version, lifespan=lifespan,
                   description=f"Predicts `{package.signature.get('target')}` ({package.task}). Send the key in the `X-API-Key` header.")

@@ -222,7 +222,7 @@ def test_graceful_shutdown_drains_in_flight_requests(models, workers):
     port = free_port()
     env = {**os.environ, "MLNB_API_KEYS": json.dumps(KEYS)}
     proc = subprocess.Popen([str(MLNB), "serve", "churn@v1", "--registry", str(models["registry"]), "--port", str(port), "--no-log", "--workers", str(workers)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -238,7 +238,9 @@ def test_graceful_shutdown_drains_in_flight_requests(models, workers):
             proc.send_signal(signal.SIGTERM)
             codes = [f.result().status_code for f in futures]
         assert codes == [200] * 4
-        assert proc.wait(30) in (0, -signal.SIGTERM)     # uvicorn re-raises the signal after draining
+        out = proc.communicate(timeout=30)[0]
+        assert proc.returncode in (0, -signal.SIGTERM)   # uvicorn re-raises the signal after draining
+        assert out.count("stopped serving churn@v1") == workers, out   # each worker says it has stopped
     finally:
         if proc.poll() is None: proc.kill()
 
