@@ -126,9 +126,8 @@ def _models(args)->int:
     if args.action == "show":
         ref = args.ref
         if args.version:                                 # `show MODEL VERSION`, as the other actions take it
-            if "@" in ref or Path(ref).is_dir(): raise MlnbError(f"{ref} names a version already, and {args.version} names another", where="mlnb models show",
-                                                                 fix=f"give one: `mlnb models show {ref}` or `mlnb models show {ref.split('@')[0]} {args.version}`.")
-            ref = f"{ref}@{args.version}"
+            if Path(ref).is_dir(): raise MlnbError(f"{ref} is a version folder, and {args.version} names another version", fix=f"give one: `mlnb models show {ref}`.")
+            args.name = ref; split_ref(args, "models show"); ref = f"{args.name}@{args.version}"
         if "@" not in ref and not Path(ref).is_dir():   # MODEL alone: its production version, else its newest
             ref = f"{ref}@{r.read_aliases(reg, ref).get('production') or (r.versions(reg, ref) or ['(none)'])[-1]}"
         print(json.dumps(r.describe(ref, reg), indent=2, default=str)); return 0

@@ -140,7 +140,7 @@ def test_show_and_diff(models):
     (["diff", "toy", "v1", "v1/../v2"], "is not an alias"),
     (["rollback", "to/y"], "not a valid model name"),
     (["show", "toy", "../../etc"], "is not an alias"),
-    (["show", "toy@v1", "v2"], "toy@v1 names a version already, and v2 names another"),
+    (["show", "toy@v1", "v2"], "toy@v1 names v1 already, and v2 names another"),
 ])
 def test_names_cannot_escape_the_registry(models, reg, args, message):
     before = sorted(p.relative_to(reg.parent) for p in reg.parent.rglob("*"))
