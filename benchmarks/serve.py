@@ -214,4 +214,5 @@ if __name__ == "__main__":
         ap.add_argument("--quick", action="store_true", help="short runs and a small model: checks the harness")
         ap.add_argument("--rounds", type=int, default=15, help="rounds of every server (medians over rounds)")
         args = ap.parse_args()
+        if not shutil.which("wrk"): sys.exit("benchmarks/serve.py: wrk is not on PATH; install it (Debian: apt-get install wrk) and run again.")
         main(args.quick, args.rounds)
