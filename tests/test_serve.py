@@ -267,7 +267,7 @@ def test_two_workers_follow_the_alias(models, tmp_path):
         assert total in text, text
 
 def test_a_reload_reaches_every_worker(models, tmp_path):
-    "`--workers 2` without `serve.watch_s`: a reload swaps the worker that gets it, says so, and the other follows within FOLLOW_S."
+    "`--workers 2` without `serve.watch_s`: a reload swaps the worker that gets it, says so, and the other follows (it checks every FOLLOW_S)."
     from conftest import write_config
     from mlnb.serve import FOLLOW_S
     registry = tmp_path/"registry"
