@@ -119,8 +119,9 @@ def split_ref(args:argparse.Namespace, command:str, slot:str="version", need:boo
 def _models(args)->int:
     from mlnb import registry as r
     reg = registry_dir(args)
-    if args.action in ("promote", "rollback", "audit"): split_ref(args, f"models {args.action}", *{"promote": ("version", True), "rollback": ("alias",)}.get(args.action, ()))
-    if args.action == "rollback": args.alias = args.alias or "production"
+    if args.action == "promote": split_ref(args, "models promote", need=True)
+    if args.action == "audit": split_ref(args, "models audit")
+    if args.action == "rollback": split_ref(args, "models rollback", "alias"); args.alias = args.alias or "production"
     if getattr(args, "name", None): r.model_dir(reg, args.name)        # a mistyped name: say so (and create nothing)
     if args.action == "list": return _list_models(reg, args.name)
     if args.action == "show":
