@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import MlnbError
 
 # %% auto #0
-__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'split_ref', 'check_tls', 'inside', 'command_parser', 'main']
+__all__ = ['MODEL_ACTIONS', 'parser', 'registry_dir', 'split_ref', 'diff_refs', 'check_tls', 'inside', 'command_parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #ff5107dd
 def parser()->argparse.ArgumentParser:
@@ -69,7 +69,8 @@ def parser()->argparse.ArgumentParser:
     a = acts.add_parser("rollback", parents=[reg], help="put an alias back on the version it held before")
     a.add_argument("name", help="MODEL, or MODEL@ALIAS"); a.add_argument("--alias", choices=["production", "staging"], help="default: production")
     a.add_argument("--reason", help="why (recorded)")
-    a = acts.add_parser("diff", parents=[reg], help="metrics, params, features and data of two versions"); a.add_argument("name"); a.add_argument("versions", nargs=2, metavar="VERSION")
+    a = acts.add_parser("diff", parents=[reg], help="metrics, params, features and data of two versions")
+    a.add_argument("name", help="MODEL, or MODEL@VERSION (the first of the two)"); a.add_argument("versions", nargs="*", metavar="VERSION", help="two versions or aliases (one after MODEL@VERSION)")
     a = acts.add_parser("audit", parents=[reg], help="the audit log (--verify checks its hash chain); with VERSION, its whole trail")
     a.add_argument("name", help="MODEL, or MODEL@VERSION"); a.add_argument("version", nargs="?", help="one version's trail: snapshot, validation, run, metrics, gates, promotions")
     a.add_argument("--verify", action="store_true", help="exit 1 unless the log, aliases and version checksums are intact")
@@ -116,12 +117,24 @@ def split_ref(args:argparse.Namespace, command:str, slot:str="version", need:boo
     if need and not getattr(args, slot):
         raise MlnbError(f"which {slot} of {name}?", fix=f"name it: `mlnb {command} {name} v3` (or {name}@v3).")
 
+def diff_refs(args:argparse.Namespace):
+    "`diff MODEL@A B` and `diff MODEL@A MODEL@B` as `diff MODEL A B`: exactly two versions of one model."
+    name, at, first = args.name.partition("@")
+    rest = [v.partition("@") for v in args.versions]          # each VERSION, or MODEL@VERSION
+    other = next((m for m, sep, _ in rest if sep and m != name), None)
+    if other: raise MlnbError(f"diff compares two versions of one model, and {name} and {other} are two models", fix=f"name two versions of {name}: `mlnb models diff {name} v1 v2`.")
+    refs = [first] * bool(at) + [v if sep else m for m, sep, v in rest]
+    if len(refs) != 2: raise MlnbError(f"diff compares two versions of {name}, and {len(refs)} {'was' if len(refs) == 1 else 'were'} given",
+                                       fix=f"name two: `mlnb models diff {name} v1 v2` (or {name}@v1 v2).")
+    args.name, args.versions = name, refs
+
 def _models(args)->int:
     from mlnb import registry as r
     reg = registry_dir(args)
     if args.action == "promote": split_ref(args, "models promote", need=True)
     if args.action == "audit": split_ref(args, "models audit")
     if args.action == "rollback": split_ref(args, "models rollback", "alias"); args.alias = args.alias or "production"
+    if args.action == "diff": diff_refs(args)
     if getattr(args, "name", None): r.model_dir(reg, args.name)        # a mistyped name: say so (and create nothing)
     if args.action == "list": return _list_models(reg, args.name)
     if args.action == "show":

@@ -131,6 +131,12 @@ def test_show_and_diff(models):
     out = res.stdout
     assert "metric  roc_auc: 0.8 -> 0.9" in out and "(+0.1000)" in out
     assert "params  num_leaves: 17 -> 27" in out and "data    snapshot: \"snap0\" -> \"snap1\"" in out and "features added -" in out
+    for args in (["toy@v1", "v2"], ["toy@v1", "toy@v2"], ["toy", "v1", "toy@v2"]):
+        assert models("diff", *args).stdout == out, f"`diff {' '.join(args)}` is `diff toy v1 v2`"
+    for args, message in [(["toy@v1"], "two versions of toy, and 1 was given"), (["toy", "v1", "v2", "v3"], "and 3 were given"),
+                          (["toy@v1", "other@v2"], "toy and other are two models")]:
+        res = models("diff", *args)
+        assert res.returncode == 2 and message in res.stderr and not res.stdout, (args, res.stderr)
 
 @pytest.mark.parametrize("args, message", [
     (["show", "../toy@v1"], "not a valid model name"),
