@@ -403,6 +403,9 @@ def config_errors(err:ValidationError, text:str="", overrides:dict|None=None)->l
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
             msg = f"unknown key '{key}'{where}: {hint}"
         elif e["type"] == "missing": msg = f"missing key '{key}'{where}"
+        elif isinstance(e["input"], dict):               # a rule across a section's keys: name the overrides in it, not the whole section
+            inside = [f"-p {k}={v}" for k, v in (overrides or {}).items() if k.startswith(f"{key}.")]
+            msg = f"'{key}'{where}{' with ' + ', '.join(inside) if inside else ''}: {e['msg'].removeprefix('Value error, ')}"
         else: msg = f"'{key}'{where}: {e['msg'].removeprefix('Value error, ')} (got {e['input']!r})"
         found.append((line or 0, msg))
     return [m for _, m in sorted(found, key=lambda x: x[0])]

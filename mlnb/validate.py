@@ -221,6 +221,7 @@ def _contract_problem(e:dict, text:str)->str:
         valid = list(ColumnContract.model_fields if loc[:1] == ("columns",) else RowBounds.model_fields if loc[:1] == ("rows",) else Contract.model_fields)
         close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
         return f"{where}: unknown key '{key}'{at}; " + (f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}")
+    if e["type"] == "missing": return f"{where}{at}: the required key '{key}' is missing"
     msg = "not a number" if e["type"] in ("int_parsing", "float_parsing", "int_from_float") else e["msg"].removeprefix("Value error, ")
     return f"{where}{f', key {key!r}' if key else ''}{at}: {msg} (got {e['input']!r})" if not isinstance(e["input"], dict) else f"{where}{at}: {msg}"
 
