@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from .core import MlnbError, atomic_path
+from .core import DELIMITERS, MlnbError, atomic_path
 
 # %% auto #0
 __all__ = ['AGGREGATIONS', 'METRICS', 'TASK_METRICS', 'SERVICE_REQUIREMENTS', 'Strict', 'HttpSource', 'Source', 'Synthetic',
@@ -46,6 +46,8 @@ class Source(Strict):
     path: str|None = None                       # file, glob or SQLite file, for file kinds and sqlite (relative to the config file)
     uri: str|None = None                        # sql: database URI (postgresql://user@host:5432/db, sqlite:///file.db); http: endpoint URL
     query: str|None = None                      # SQL query, for kinds sqlite and sql
+    separator: str|None = None                  # csv/tsv: the field separator, one character (default: ',' for csv, a tab for tsv), e.g. ';'
+    decimal_comma: bool = False                 # csv/tsv: numbers are written with a decimal comma, 0,5 (the separator then cannot be ',')
     how: Literal["join", "stack"] = "join"      # non-primary sources: join on `join_on`, or stack (append rows, columns by name)
     join_on: str|None = None                    # key joining this source to the first (primary) source
     aggregate: dict[str, str] = {}              # output column -> "count" or "<agg>:<column>", agg one of AGGREGATIONS
@@ -67,7 +69,18 @@ class Source(Strict):
         if self.kind in ("sql", "http") and not self.uri: raise ValueError(f"source '{self.name}' of kind {self.kind} needs a 'uri'")
         if self.kind in ("sqlite", "sql") and not self.query: raise ValueError(f"source '{self.name}' of kind {self.kind} needs a 'query'")
         if self.how == "stack" and self.aggregate: raise ValueError(f"source '{self.name}': 'aggregate' is for joined sources, not stacked ones")
+        if (self.separator is not None or self.decimal_comma) and self.kind not in DELIMITERS:
+            raise ValueError(f"source '{self.name}': 'separator' and 'decimal_comma' are for csv and tsv sources, not {self.kind}")
+        if self.separator is not None and (len(self.separator) != 1 or self.separator in '"\r\n'):
+            raise ValueError(f"source '{self.name}': the separator should be one character such as ';' or '|' (got {self.separator!r})")
+        if self.decimal_comma and self.sep == ",": raise ValueError(f"source '{self.name}': decimal_comma needs a separator other than ',', e.g. separator: ';'")
         return self
+
+    @property
+    def sep(self)->str|None:
+        "The field separator of a csv or tsv source (None for other kinds)."
+        return self.separator or DELIMITERS.get(self.kind)
+
 
 # %% ../nbs/11_config.ipynb #3c6eead8
 def _churn_sources()->list[Source]:

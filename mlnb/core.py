@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 # %% auto #0
 __all__ = ['DELIMITERS', 'MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who',
-           'repeated_names', 'short_row', 'row_line']
+           'repeated_names', 'short_row', 'bad_json_line', 'row_line']
 
 # %% ../nbs/10_core.ipynb #a3f512c2
 class MlnbError(Exception):
@@ -91,12 +91,22 @@ def _rows(path:str|Path, sep:str):
         rows, start = csv.reader(f, delimiter=sep), 1
         for row in rows: yield start, row; start = rows.line_num + 1
 
-def short_row(path:str|Path, sep:str=",")->str|None:
+def short_row(path:str|Path, sep:str=",",
+              longer:bool=False)->str|None:   # True: look for a row with more fields than the header instead
     "Where the first row of a delimited text file with fewer fields than its header is: 'row 7 (line 8) has 3 field(s) where the header has 4'; None if none."
     rows = _rows(path, sep)
     width = len(next(rows, (1, []))[1])
     return next((f"row {i} (line {start}) has {len(row)} field(s) where the header has {width}"
-                 for i, (start, row) in enumerate(rows, 1) if row and len(row) < width), None)
+                 for i, (start, row) in enumerate(rows, 1) if row and (len(row) > width if longer else len(row) < width)), None)
+
+def bad_json_line(path:str|Path)->str|None:
+    "Where the first line of a JSON Lines file that is not one JSON value is: 'line 2 is not valid JSON (Expecting value at character 17)'; None if none."
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip(): continue
+            try: json.loads(line)
+            except json.JSONDecodeError as e: return f"line {i} is not valid JSON ({e.msg} at character {e.pos + 1})"
+    return None
 
 def row_line(path:str|Path, row:int,   # 0-based data row, counted as polars counts them
              sep:str|None=",")->int|None: # CSV/TSV delimiter; None for JSONL (one record per non-blank line)

@@ -11,16 +11,17 @@ from urllib.parse import urlsplit
 import numpy as np
 import polars as pl
 from .security import data_key, read_secret, save_frame
-from .core import DELIMITERS, MlnbError, atomic_path, load_json, repeated_names, save_json, sha256_file, short_row
+from .core import DELIMITERS, MlnbError, atomic_path, bad_json_line, load_json, repeated_names, save_json, sha256_file, short_row
 from .config import Source, Synthetic
 from .steps import open_step
 from .store import SnapshotStore, prune, referenced_snapshots
 
 # %% auto #0
-__all__ = ['SYNTHETIC_FILES', 'FILE_KINDS', 'SQLITE_BATCH_ROWS', 'PII_SALT_ENV', 'generate_churn', 'write_churn_sources',
-           'source_files', 'read_files', 'redact_uri', 'read_sql', 'read_http', 'newer_rows', 'watermark_of',
-           'changed_files', 'read_source', 'aggregate', 'parse_dates', 'join_source', 'collect_sources', 'pii_salt',
-           'protect_pii', 'save_snapshot', 'source_digests', 'reuse_snapshot', 'run_data']
+__all__ = ['SYNTHETIC_FILES', 'FILE_KINDS', 'SQLITE_BATCH_ROWS', 'SEPARATORS', 'PII_SALT_ENV', 'generate_churn',
+           'write_churn_sources', 'source_files', 'separator_fix', 'read_files', 'redact_uri', 'read_sql', 'read_http',
+           'newer_rows', 'watermark_of', 'changed_files', 'read_source', 'aggregate', 'parse_dates', 'join_source',
+           'collect_sources', 'pii_salt', 'protect_pii', 'save_snapshot', 'source_digests', 'reuse_snapshot',
+           'run_data']
 
 # %% ../nbs/00_data.ipynb #0a489dcd
 def generate_churn(rows:int,          # number of customers
@@ -134,22 +135,44 @@ def _read_file(src:Source, path:Path)->pl.DataFrame:
             parts = list(pl.read_database(src.query, connection=con, iter_batches=True, batch_size=SQLITE_BATCH_ROWS))
             return pl.concat(parts, how="vertical_relaxed") if parts else pl.read_database(src.query, connection=con)
         finally: con.close()
-    if src.kind in DELIMITERS: return pl.read_csv(path, separator=DELIMITERS[src.kind], infer_schema_length=10_000)
+    if src.kind in DELIMITERS: return pl.read_csv(path, separator=src.sep, decimal_comma=src.decimal_comma, infer_schema_length=10_000)
     if src.kind == "parquet": return pl.read_parquet(path)
     return pl.read_ndjson(path, infer_schema_length=10_000)
 
+SEPARATORS = (",", ";", "\t", "|")   # the field separators a misconfigured csv/tsv source is checked for
+
+def separator_fix(src:Source, path:Path)->str|None:
+    "If the file's header line has none of the source's separator but another common one, what to set instead; else None."
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f: header, row = f.readline(), f.readline()
+    except OSError: return None
+    counts = {s: header.count(s) for s in SEPARATORS if s != src.sep}
+    guess = max(counts, key=counts.get)
+    if src.sep in header or not counts[guess]: return None
+    setting = ("`kind: tsv`" if src.separator is None else '`separator: "\\t"`') if guess == "\t" else f"`separator: '{guess}'`"
+    comma = guess != "," and not src.decimal_comma and re.search(r"\d,\d", row)          # numbers like 0,346
+    return (f"the header line is {guess!r}-separated, not {src.sep!r}: set {setting}" + (" and `decimal_comma: true`" if comma else "")
+            + f" on source '{src.name}' in the config.")
+
 def _unreadable(src:Source, path:Path, e:Exception)->MlnbError:
-    "A reader's exception as an error that says what to do about it."
+    "A reader's exception as an error that says what to do about it, naming the row or line when it can be found."
     msg = str(e).splitlines()[0]
+    if src.kind in DELIMITERS and "more fields" in msg and (row := short_row(path, src.sep, longer=True)):
+        return MlnbError(f"source '{src.name}': {row}", where=str(path),
+                         fix=separator_fix(src, path) or f"remove the extra fields, or quote the values that contain {src.sep!r} (mlnb never changes the source).")
+    if src.kind == "jsonl" and isinstance(e, pl.exceptions.ComputeError) and (line := bad_json_line(path)):
+        return MlnbError(f"source '{src.name}': {line}", where=str(path), fix="correct or remove that line: each line must be one JSON object.")
     fix = ("the file is not UTF-8 text: re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`)." if "utf-8" in msg.lower()
-           else "check the file's format matches the source's kind (and the query, for SQL).")
+           else (src.kind in DELIMITERS and separator_fix(src, path)) or "check the file's format matches the source's kind (and the query, for SQL).")
     return MlnbError(f"source '{src.name}' could not be read as {src.kind}: {msg}", where=str(path), fix=fix)
 
 def _check_header(df:pl.DataFrame, src:Source, path:Path)->pl.DataFrame:
     "Refuse a header that names a column twice (polars would silently rename the copies), and a text row cut short (polars would fill it with nulls)."
     if dupes := repeated_names(df.columns): raise MlnbError(f"source '{src.name}': the header names column(s) {', '.join(map(repr, dupes))} more than once", where=str(path),
                               fix="rename or remove the duplicate columns in the file.")
-    if src.kind in DELIMITERS and df.width and df[df.columns[-1]].null_count() and (short := short_row(path, DELIMITERS[src.kind])):
+    if src.kind in DELIMITERS and df.width == 1 and (fix := separator_fix(src, path)):   # one column named 'a;b;c': the wrong separator
+        raise MlnbError(f"source '{src.name}' was read as a single column, {df.columns[0][:80]!r}", where=str(path), fix=fix)
+    if src.kind in DELIMITERS and df.width and df[df.columns[-1]].null_count() and (short := short_row(path, src.sep)):
         raise MlnbError(f"source '{src.name}': {short}", where=str(path), fix="complete or remove that row in the source (mlnb never changes it).")
     return df
 

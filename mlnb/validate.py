@@ -44,6 +44,7 @@ CHECKS = {  # check -> (default severity, what it checks)
     "category": ("error", "values among the contract's categories"),
     "contract": ("error", "the contract could be checked at all"),
     "target_values": ("error", "the target has at least two distinct values"),
+    "target_finite": ("error", "no NaN or infinite value in a numeric target"),
     "class_share": ("warning", "every class at least validate.min_class_share of the rows"),
     "outliers": ("warning", "no value beyond validate.outlier_z robust z-scores"),
     "leakage": ("error", "no single feature predicts the target with AUC >= validate.leakage_auc"),
@@ -115,9 +116,10 @@ def infer_contract(df:pl.DataFrame,          # the reference snapshot
                    max_categories:int=50     # text columns with at most this many values get `categories`
                   )->dict:                   # the contract as plain data (see `Contract`)
     "Infer a data contract from a reference snapshot."
-    n, nulls = df.height, df.null_count().row(0, named=True)
+    floats = [c for c, t in df.schema.items() if t.is_float()]     # NaN counts as missing; ranges come from finite values only
+    n, nulls = df.height, df.select(pl.col(c).null_count() + (pl.col(c).is_nan().sum() if c in floats else 0) for c in df.columns).row(0, named=True)
     nums = [c for c, t in df.schema.items() if _is_number(t)]
-    clean = lambda c: pl.col(c).fill_nan(None) if df.schema[c].is_float() else pl.col(c)
+    clean = lambda c: pl.col(c).filter(pl.col(c).is_finite()) if c in floats else pl.col(c)
     lo, hi = (df.select(clean(c).min() for c in nums).row(0, named=True), df.select(clean(c).max() for c in nums).row(0, named=True)) if nums else ({}, {})
     classes = target in df.columns and infer_task(df[target]) != "regression"
     texts = [c for c, t in df.schema.items() if c != id_column and (_is_text(t) or (c == target and classes and t.is_integer()))]
@@ -370,12 +372,17 @@ def class_shares(y:pl.Series)->pl.DataFrame:
     y = y.drop_nulls()
     return y.value_counts(sort=True, name="count").with_columns(share=pl.col("count") / max(y.len(), 1))
 
-def check_labels(df:pl.DataFrame, target:str, min_share:float=0.01)->list[dict]:
-    "At least two target values; for classification, no class below `min_share`."
+def check_labels(df:pl.DataFrame, target:str, min_share:float=0.01, id_col:str|None=None)->list[dict]:
+    "No NaN or infinite target; at least two target values; for classification, no class below `min_share`."
     if target not in df.columns: return []
-    y = df[target].drop_nulls()
+    rows, y = [], df[target].drop_nulls()
+    if y.dtype.is_float():
+        bad = pl.col(target).is_not_null() & ~pl.col(target).is_finite()
+        n = df.select(bad.sum()).item()
+        rows.append(_row("target_finite", target, n == 0, f"{_n(n, 'NaN or infinite value')}, {_first(df, bad, id_col)}" if n else "every value finite"))
+        y = y.filter(y.is_finite())
     k = y.n_unique()
-    rows = [_row("target_values", target, k >= 2, _n(k, "distinct value") + (f" (all {y[0]})" if k == 1 else ""))]
+    rows.append(_row("target_values", target, k >= 2, _n(k, "distinct value") + (f" (all {y[0]})" if k == 1 else "")))
     if k >= 2 and infer_task(y) != "regression":
         shares = class_shares(y)
         low = shares.filter(pl.col("share") < min_share)
@@ -453,10 +460,12 @@ def validate_snapshot(df:pl.DataFrame,        # the snapshot
                      )->pl.DataFrame:         # one row per check
     "Run every check: structure, values, contract, labels, outliers, leakage."
     id_col = data.id_column if data.id_column in df.columns else None
+    nan = [c for c, t in df.schema.items() if t.is_float() and df[c].is_nan().any()]
+    df = df.with_columns(pl.col(nan).fill_nan(None)) if nan else df     # NaN is missing, as for LightGBM (the columns copied only if any)
     covered = tuple(c for c, r in (contract or {}).get("columns", {}).items() if r.get("unique") and str(df.schema.get(c)) == r["type"])
     rows = check_structure(df, data, rules, covered) + check_values(df, data, rules)
     if contract: rows += check_contract(df, contract, id_col)
-    rows += check_labels(df, data.target, rules.min_class_share)
+    rows += check_labels(df, data.target, rules.min_class_share, id_col)
     z = rules.outlier_z
     numeric = [c for c, t in df.schema.items() if t.is_numeric() and c not in (data.target, data.id_column)]
     rows += check_outliers(df, outlier_table(df, numeric, z), id_col, z)
@@ -483,7 +492,9 @@ def plot_labels(y:pl.Series, min_share:float=0.01):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3))
     if y.drop_nulls().n_unique() > 1 and infer_task(y) == "regression":
-        ax.hist(y.drop_nulls().to_numpy(), bins=50, color="tab:blue"); ax.set_xlabel(y.name); ax.set_ylabel("rows")
+        v = y.drop_nulls()
+        v = v.filter(v.is_finite()) if v.dtype.is_float() else v           # NaN and inf: check target_finite
+        ax.hist(v.to_numpy(), bins=50, color="tab:blue"); ax.set_xlabel(y.name); ax.set_ylabel("rows")
     else:
         s = class_shares(y)
         ax.bar([str(v) for v in s[y.name]], s["share"].to_list(), color="tab:blue")
