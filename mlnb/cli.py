@@ -37,6 +37,8 @@ def parser()->argparse.ArgumentParser:
         if name == "predict":
             s.add_argument("--input", required=True, help="rows to score: .csv, .tsv, .parquet or .jsonl"); s.add_argument("--output", required=True, help="file to write, in the format its extension names")
             s.add_argument("--chunk", type=int, help="rows per chunk (default: serve.chunk_rows)")
+            s.add_argument("--separator", help="field separator of a CSV/TSV input and output, e.g. ';' (default: ',' for .csv, a tab for .tsv)")
+            s.add_argument("--decimal-comma", action="store_true", help="CSV/TSV numbers are written 0,5 (in and out; with a separator other than ',')")
         if name == "export": s.add_argument("dest", help="folder to copy the version into")
     d = sub.add_parser("data", help="list, show, diff and prune stored data snapshots; erase a subject's rows")
     d.add_argument("action", choices=["list", "show", "diff", "prune", "erase"])
@@ -275,7 +277,7 @@ def _predict(args)->int:
     cfg, *_ = _serve_config(args)
     package = ModelPackage(resolve(args.model, registry_dir(args)))
     inside(Path(args.output), registry_dir(args), "--output")
-    n = score_file(package, args.input, args.output, cfg.chunk_rows if args.chunk is None else args.chunk)
+    n = score_file(package, args.input, args.output, cfg.chunk_rows if args.chunk is None else args.chunk, args.separator, args.decimal_comma)
     print(f"scored {n:,} rows with {package.name}@{package.version} -> {args.output}")
     return 0
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 # %% auto #0
-__all__ = ['DELIMITERS', 'MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest', 'folder_digests', 'who',
-           'repeated_names', 'short_row', 'bad_json_line', 'row_line']
+__all__ = ['DELIMITERS', 'SEPARATORS', 'MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest',
+           'folder_digests', 'who', 'repeated_names', 'short_row', 'guess_separator', 'bad_json_line', 'row_line']
 
 # %% ../nbs/10_core.ipynb #a3f512c2
 class MlnbError(Exception):
@@ -98,6 +98,18 @@ def short_row(path:str|Path, sep:str=",",
     width = len(next(rows, (1, []))[1])
     return next((f"row {i} (line {start}) has {len(row)} field(s) where the header has {width}"
                  for i, (start, row) in enumerate(rows, 1) if row and (len(row) > width if longer else len(row) < width)), None)
+
+SEPARATORS = (",", ";", "\t", "|")   # the field separators a file read with the wrong one is checked for
+
+def guess_separator(path:str|Path, sep:str)->tuple[str,bool]|None:
+    "If the first line of `path` has no `sep` but another common separator: that one, and whether the next line writes a number with a decimal comma (0,5)."
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f: header, row = f.readline(), f.readline()
+    except OSError: return None
+    counts = {s: header.count(s) for s in SEPARATORS if s != sep}
+    guess = max(counts, key=counts.get)
+    if sep in header or not counts[guess]: return None
+    return guess, guess != "," and bool(re.search(r"\d,\d", row))
 
 def bad_json_line(path:str|Path)->str|None:
     "Where the first line of a JSON Lines file that is not one JSON value is: 'line 2 is not valid JSON (Expecting value at character 17)'; None if none."

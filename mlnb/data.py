@@ -11,17 +11,16 @@ from urllib.parse import urlsplit
 import numpy as np
 import polars as pl
 from .security import data_key, read_secret, save_frame
-from .core import DELIMITERS, MlnbError, atomic_path, bad_json_line, load_json, repeated_names, save_json, sha256_file, short_row
+from .core import DELIMITERS, MlnbError, atomic_path, bad_json_line, guess_separator, load_json, repeated_names, save_json, sha256_file, short_row
 from .config import Source, Synthetic
 from .steps import open_step
 from .store import SnapshotStore, prune, referenced_snapshots
 
 # %% auto #0
-__all__ = ['SYNTHETIC_FILES', 'FILE_KINDS', 'SQLITE_BATCH_ROWS', 'SEPARATORS', 'PII_SALT_ENV', 'generate_churn',
-           'write_churn_sources', 'source_files', 'separator_fix', 'read_files', 'redact_uri', 'read_sql', 'read_http',
-           'newer_rows', 'watermark_of', 'changed_files', 'read_source', 'aggregate', 'parse_dates', 'join_source',
-           'collect_sources', 'pii_salt', 'protect_pii', 'save_snapshot', 'source_digests', 'reuse_snapshot',
-           'run_data']
+__all__ = ['SYNTHETIC_FILES', 'FILE_KINDS', 'SQLITE_BATCH_ROWS', 'PII_SALT_ENV', 'generate_churn', 'write_churn_sources',
+           'source_files', 'separator_fix', 'read_files', 'redact_uri', 'read_sql', 'read_http', 'newer_rows',
+           'watermark_of', 'changed_files', 'read_source', 'aggregate', 'parse_dates', 'join_source', 'collect_sources',
+           'pii_salt', 'protect_pii', 'save_snapshot', 'source_digests', 'reuse_snapshot', 'run_data']
 
 # %% ../nbs/00_data.ipynb #0a489dcd
 def generate_churn(rows:int,          # number of customers
@@ -139,19 +138,12 @@ def _read_file(src:Source, path:Path)->pl.DataFrame:
     if src.kind == "parquet": return pl.read_parquet(path)
     return pl.read_ndjson(path, infer_schema_length=10_000)
 
-SEPARATORS = (",", ";", "\t", "|")   # the field separators a misconfigured csv/tsv source is checked for
-
 def separator_fix(src:Source, path:Path)->str|None:
     "If the file's header line has none of the source's separator but another common one, what to set instead; else None."
-    try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as f: header, row = f.readline(), f.readline()
-    except OSError: return None
-    counts = {s: header.count(s) for s in SEPARATORS if s != src.sep}
-    guess = max(counts, key=counts.get)
-    if src.sep in header or not counts[guess]: return None
+    if not (found := guess_separator(path, src.sep)): return None
+    guess, comma = found
     setting = ("`kind: tsv`" if src.separator is None else '`separator: "\\t"`') if guess == "\t" else f"`separator: '{guess}'`"
-    comma = guess != "," and not src.decimal_comma and re.search(r"\d,\d", row)          # numbers like 0,346
-    return (f"the header line is {guess!r}-separated, not {src.sep!r}: set {setting}" + (" and `decimal_comma: true`" if comma else "")
+    return (f"the header line is {guess!r}-separated, not {src.sep!r}: set {setting}" + (" and `decimal_comma: true`" if comma and not src.decimal_comma else "")
             + f" on source '{src.name}' in the config.")
 
 def _unreadable(src:Source, path:Path, e:Exception)->MlnbError:

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
-from .core import DELIMITERS, MlnbError, atomic_path, load_json, repeated_names, row_line, save_json, short_row
+from .core import DELIMITERS, MlnbError, atomic_path, guess_separator, load_json, repeated_names, row_line, save_json, short_row
 from .security import data_key, load_frame, save_frame
 from .features import RARE, Preprocessor, derived_exprs
 from .registry import ModelPackage, read_aliases, resolve, set_alias, verify
@@ -783,20 +783,25 @@ def file_format(path:Path, what:str)->str:
 
 def _temporal(t:pl.DataType)->bool: return t == pl.Date or isinstance(t, pl.Datetime)
 
-def scan_input(src:Path, fmt:str, types:dict[str,pl.DataType], text:bool=False)->pl.LazyFrame:
+def scan_input(src:Path, fmt:str, types:dict[str,pl.DataType], text:bool=False,
+               sep:str|None=None,           # CSV/TSV field separator (default: the format's)
+               decimal_comma:bool=False     # CSV/TSV numbers written 0,5
+              )->pl.LazyFrame:
     "`src` with the model's input columns (`types`) in their types, dates still text (`convert` parses them); `text`: every input column as text."
     if fmt == "parquet": return pl.scan_parquet(src)
     if fmt == "jsonl": return pl.scan_ndjson(src, schema_overrides={c: pl.String if text or _temporal(t) else t for c, t in types.items()}, infer_schema_length=10_000)
-    sep = DELIMITERS[fmt]
+    sep = sep or DELIMITERS[fmt]
     names = pl.scan_csv(src, separator=sep, infer_schema=False).collect_schema().names()
     if dupes := repeated_names(names):
         raise MlnbError(f"the header names column(s) {', '.join(map(repr, dupes))} more than once", where=str(src), fix="rename or remove the duplicate columns.")
-    return pl.scan_csv(src, separator=sep, schema={c: types[c] if c in types and not text and not _temporal(types[c]) else pl.String for c in names})
+    return pl.scan_csv(src, separator=sep, decimal_comma=decimal_comma,
+                       schema={c: types[c] if c in types and not text and not _temporal(types[c]) else pl.String for c in names})
 
-def convert(c:str, source:pl.DataType, t:pl.DataType, strict:bool=True)->pl.Expr:
+def convert(c:str, source:pl.DataType, t:pl.DataType, strict:bool=True, decimal_comma:bool=False)->pl.Expr:
     "Column `c` (read as `source`) as type `t`: dates from ISO text (YYYY-MM-DD, as the service takes them), the rest cast."
     e = pl.col(c)
     if source != pl.String or t == pl.String: return e.cast(t, strict=strict)
+    if decimal_comma and t.is_float(): e = e.str.replace(",", ".", literal=True)
     if t == pl.Date: return e.str.to_date("%Y-%m-%d", strict=strict)
     if isinstance(t, pl.Datetime): return e.str.to_datetime(strict=strict)
     if t == pl.Boolean: return e.str.to_lowercase().replace_strict({"true": True, "false": False}, default=None, return_dtype=pl.Boolean)
@@ -812,41 +817,46 @@ def bad_line(src:Path, fmt:str)->str|None:
             try: fmt == "jsonl" and text.strip() and json.loads(text)
             except ValueError as e: return f"line {i} is not a JSON object ({getattr(e, 'msg', e)} at character {getattr(e, 'pos', 0) + 1})"
 
-def first_bad_value(src:Path, fmt:str, types:dict[str,pl.DataType])->str|None:
+def first_bad_value(src:Path, fmt:str, types:dict[str,pl.DataType], sep:str|None=None, decimal_comma:bool=False)->str|None:
     "Where the first value of `src` that its column's type cannot hold is, and what it is; None if every value converts."
     if found := bad_line(src, fmt): return found
     try:
-        lf = scan_input(src, fmt, types, text=True)
+        lf = scan_input(src, fmt, types, text=True, sep=sep)
         schema = lf.collect_schema()
-        bad = {c: pl.col(c).is_not_null() & convert(c, schema[c], t, strict=False).is_null() for c, t in types.items() if c in schema}
+        bad = {c: pl.col(c).is_not_null() & convert(c, schema[c], t, strict=False, decimal_comma=decimal_comma).is_null() for c, t in types.items() if c in schema}
         hit = lf.with_row_index("\0row").filter(pl.any_horizontal(*bad.values())).select("\0row", *[b.alias(c) for c, b in bad.items()],
                                                                                            *[pl.col(c).cast(pl.String).alias(f"{c}\0v") for c in bad]).head(1).collect()
     except pl.exceptions.PolarsError: return None                # unreadable as text too: the caller reports polars' own message
     if not hit.height: return None
     r, c = hit["\0row"][0], next(c for c in bad if hit[c][0])
     value = hit[f"{c}\0v"][0]
-    line = row_line(src, r, DELIMITERS.get(fmt)) if fmt != "parquet" else None   # JSONL: no delimiter, one record a line
+    line = row_line(src, r, sep or DELIMITERS.get(fmt)) if fmt != "parquet" else None   # JSONL: no delimiter, one record a line
     where = f"line {line or r + 1}" if fmt == "jsonl" else f"row {r + 1} (line {line})" if line else f"row {r + 1}"
     hint = " (dates are written YYYY-MM-DD)" if types[c] == pl.Date else " (true or false)" if types[c] == pl.Boolean else ""
     return f"column '{c}', {where}: {value!r} is not a valid {types[c]}{hint}"
 
-def read_batches(package:ModelPackage, src:Path, chunk:int=50_000):
+def read_batches(package:ModelPackage, src:Path, chunk:int=50_000, sep:str|None=None, decimal_comma:bool=False):
     "Batches of `src` (CSV, TSV, Parquet or JSONL) with the signature's input types; one empty batch if it has no rows."
     if not src.is_file(): raise MlnbError("input file not found", where=str(src))
     types, fmt = input_types(package.signature), file_format(src, "--input")
     if not src.stat().st_size: raise MlnbError("the input file is empty", where=str(src), fix="score a file with a header (and rows).")
-    try: lf = scan_input(src, fmt, types); schema = lf.collect_schema()
+    sep = sep or DELIMITERS.get(fmt)
+    try: lf = scan_input(src, fmt, types, sep=sep, decimal_comma=decimal_comma); schema = lf.collect_schema()
     except pl.exceptions.PolarsError as e:
         raise MlnbError(f"could not read the input as {fmt}: {bad_line(src, fmt) or str(e).splitlines()[0]}", where=str(src),
                         fix="check that the file is what its extension says (.csv, .tsv, .parquet, .jsonl), UTF-8 text for the text formats.") from None
     missing = [c for c in types if c not in schema]
-    if missing: raise MlnbError(f"the input lacks columns the model needs: {', '.join(missing)}", where=str(src))
+    if missing:
+        other = guess_separator(src, sep) if fmt in DELIMITERS else None          # read with the wrong separator: one long column
+        raise MlnbError(f"the input lacks columns the model needs: {', '.join(missing)}", where=str(src),
+                        fix=f"its header line is {other[0]!r}-separated, not {sep!r}: pass --separator {other[0]!r}{' --decimal-comma' if other[1] and not decimal_comma else ''}."
+                            if other else f"score rows with every column of the signature (`mlnb models show {package.name}@{package.version}`).")
     lf, last = lf.with_columns([convert(c, schema[c], t) for c, t in types.items()]), schema.names()[-1]
     def batches():
         empty, gaps = True, 0
         for part in lf.collect_batches(chunk_size=chunk): empty = False; gaps += part[last].null_count(); yield part
         if empty: yield lf.head(0).collect()                   # so an empty input still gives an output with its columns
-        if gaps and fmt in DELIMITERS and (short := short_row(src, DELIMITERS[fmt])):   # an empty last field, or a row cut short?
+        if gaps and fmt in DELIMITERS and (short := short_row(src, sep)):   # an empty last field, or a row cut short?
             raise MlnbError(f"the input's {short}", where=str(src), fix="complete or remove that row; nothing was written.")
     return batches()
 
@@ -864,7 +874,7 @@ def score_batches(package:ModelPackage, batches)->Any:
             pending = ahead
         if pending: yield pending.result()
 
-def write_frames(frames, path:Path, fmt:str)->int:
+def write_frames(frames, path:Path, fmt:str, sep:str|None=None, decimal_comma:bool=False)->int:
     "Append frames to a file in format `fmt` ('parquet', 'csv', 'tsv' or 'jsonl'); returns the row count."
     import pyarrow.parquet as pq
     n, writer = 0, None
@@ -874,25 +884,31 @@ def write_frames(frames, path:Path, fmt:str)->int:
             else:
                 with open(path, "ab") as f:
                     if fmt == "jsonl": out.write_ndjson(f)
-                    else: out.write_csv(f, include_header=n == 0, separator=DELIMITERS[fmt])
+                    else: out.write_csv(f, include_header=n == 0, separator=sep or DELIMITERS[fmt], decimal_comma=decimal_comma)
             n += out.height
     finally:
         if writer: writer.close()
     return n
 
-def score_file(package:ModelPackage, src:str|Path, dest:str|Path, chunk:int=50_000)->int:
+def score_file(package:ModelPackage, src:str|Path, dest:str|Path, chunk:int=50_000,
+               sep:str|None=None,         # field separator of a CSV/TSV input and output (default: the format's: ',' or a tab)
+               decimal_comma:bool=False   # CSV/TSV numbers written 0,5, in and out (needs a separator other than ',')
+              )->int:
     "Score a CSV, TSV, Parquet or JSONL file into a file of one of those formats, chunk by chunk (written atomically); returns the row count."
     src, dest = Path(src), Path(dest)
     if chunk < 1: raise MlnbError(f"chunks of {chunk} rows", where="--chunk", fix="use a positive number of rows, e.g. 50000.")
+    if sep is not None and (len(sep) != 1 or sep in '"\r\n'): raise MlnbError(f"{sep!r} is not a field separator", where="--separator", fix="give one character, e.g. --separator ';'.")
     if dest.is_dir(): raise MlnbError(f"{dest} is a folder", where="--output", fix="name the file to write, e.g. scores.parquet.")
     if dest.exists() and src.exists() and dest.resolve() == src.resolve():
         raise MlnbError("the output would overwrite the input", where="--output", fix="write the scores to another file.")
     fmt = file_format(dest, "--output")
-    batches = read_batches(package, src, chunk)
+    if decimal_comma and "," in [sep or DELIMITERS[f] for f in (file_format(src, "--input"), fmt) if f in DELIMITERS]:
+        raise MlnbError("decimal commas need a field separator other than ','", where="--decimal-comma", fix="add e.g. --separator ';'.")
+    batches = read_batches(package, src, chunk, sep, decimal_comma)
     with atomic_path(dest) as tmp:
-        try: n = write_frames(score_batches(package, batches), tmp, fmt)
+        try: n = write_frames(score_batches(package, batches), tmp, fmt, sep, decimal_comma)
         except pl.exceptions.PolarsError as e:
-            found = first_bad_value(src, file_format(src, "--input"), input_types(package.signature))
+            found = first_bad_value(src, file_format(src, "--input"), input_types(package.signature), sep, decimal_comma)
             raise MlnbError(f"could not score the input: {found or str(e).splitlines()[0]}", where=str(src),
                             fix="correct that value, or check the columns against the model's signature (`mlnb models show`)." if found
                             else "check the columns against the model's signature (`mlnb models show`).") from None

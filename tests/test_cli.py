@@ -150,6 +150,23 @@ def test_predict_reads_the_format_its_extension_names_and_names_a_bad_value(cli,
     assert res.returncode == 2 and "cannot tell the format of 'x.txt' from its extension" in res.stderr
 
 
+def test_predict_reads_and_writes_a_decimal_comma_file(cli, first_run, project, tmp_path):
+    "A ';'-separated file with decimal commas scores as the same rows in Parquet do, given --separator and --decimal-comma; without them the error says which to pass."
+    import polars as pl
+    rows = pl.read_parquet(project/"runs"/"first"/"02_features"/"test.parquet").head(50)
+    rows.write_parquet(tmp_path/"rows.parquet"); rows.write_csv(tmp_path/"rows.csv", separator=";", decimal_comma=True)
+    predict = lambda src, out, *more: cli("predict", "churn@production", "--input", tmp_path/src, "--output", tmp_path/out, *more, cwd=project)
+    assert predict("rows.parquet", "a.parquet").returncode == 0
+    res = predict("rows.csv", "b.csv", "--separator", ";", "--decimal-comma")
+    assert res.returncode == 0 and "scored 50 rows" in res.stdout, res.stderr
+    written = (tmp_path/"b.csv").read_text()
+    assert written.startswith("customer_id;") and ";0," in written, "written back in the same dialect"
+    assert pl.read_csv(tmp_path/"b.csv", separator=";", decimal_comma=True)["probability"].to_list() == pl.read_parquet(tmp_path/"a.parquet")["probability"].to_list()
+    res = predict("rows.csv", "c.parquet")
+    assert res.returncode == 2 and "its header line is ';'-separated, not ',': pass --separator ';' --decimal-comma." in res.stderr, res.stderr
+    res = predict("rows.csv", "c.parquet", "--decimal-comma")
+    assert res.returncode == 2 and "decimal commas need a field separator other than ','" in res.stderr and not (tmp_path/"c.parquet").exists()
+
 def test_data_commands_refuse_what_would_lose_or_miss_data(cli, first_run, project):
     res = cli("data", "prune", "--keep", "0", cwd=project)
     assert res.returncode == 2 and "--keep 0 would delete the newest snapshot" in res.stderr
