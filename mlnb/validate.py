@@ -329,7 +329,7 @@ def check_contract(df:pl.DataFrame, contract:dict, id_col:str|None=None)->list[d
             n=pl.len(), index=pl.col("index").head(3), values=pl.col("failure_case").head(3))
         for g in groups.iter_rows(named=True):   # one iteration per failed check, not per row
             name = names.get((g["column"], g["check_number"])) if g["check_number"] is not None else builtin.get(g["check"], g["check"])
-            eg = "" if name in ("null_fraction", "row_count") else _examples(df, g["index"], g["values"], id_col, show_values=name != "not_null")
+            eg = "" if name in ("null_fraction", "row_count") else _examples(df, g["index"], g["values"], id_col, show_values=name != "not_null" and g["column"] != id_col)   # not 'id 40 = 40'
             if name not in CHECKS: name, eg = "contract", f"pandera's {g['check']}: {eg or g['values'][0]}"   # a failure the contract did not name
             found[(g["column"], name)] = (g["n"], eg)
     for column, name in expected + [k for k in found if k not in expected]:
