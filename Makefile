@@ -38,7 +38,7 @@ check: $(STAMP)  ## notebooks clean, library and README in sync with them
 test: $(STAMP) $(ACTIONLINT)  ## every test: clean/sync checks, nbdev_test, pytest
 	$(MAKE) --no-print-directory check
 	cd nbs && ../$(BIN)/nbdev_test --n_workers 2 --timing
-	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/pytest tests -q $(ARGS)
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/pytest tests -q --durations=15 $(ARGS)  # the 15 slowest: the suite should stay well under 30 min
 
 lab: $(STAMP)  ## JupyterLab on nbs/
 	$(BIN)/jupyter lab --notebook-dir=nbs
