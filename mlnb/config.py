@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from .core import DELIMITERS, MlnbError, atomic_path
+from .core import DELIMITERS, MlnbError, atomic_path, separator_problem
 
 # %% auto #0
 __all__ = ['AGGREGATIONS', 'METRICS', 'TASK_METRICS', 'SERVICE_REQUIREMENTS', 'Strict', 'HttpSource', 'Source', 'Synthetic',
@@ -71,9 +71,8 @@ class Source(Strict):
         if self.how == "stack" and self.aggregate: raise ValueError(f"source '{self.name}': 'aggregate' is for joined sources, not stacked ones")
         if (self.separator is not None or self.decimal_comma) and self.kind not in DELIMITERS:
             raise ValueError(f"source '{self.name}': 'separator' and 'decimal_comma' are for csv and tsv sources, not {self.kind}")
-        if self.separator is not None and (len(self.separator) != 1 or self.separator in '"\r\n'):
-            raise ValueError(f"source '{self.name}': the separator should be one character such as ';' or '|' (got {self.separator!r})")
-        if self.decimal_comma and self.sep == ",": raise ValueError(f"source '{self.name}': decimal_comma needs a separator other than ',', e.g. separator: ';'")
+        if self.kind in DELIMITERS and (problem := separator_problem(self.separator, self.decimal_comma, DELIMITERS[self.kind])):
+            raise ValueError(f"source '{self.name}': {problem}")
         return self
 
     @property

@@ -10,7 +10,8 @@ from typing import Any, Iterator
 
 # %% auto #0
 __all__ = ['DELIMITERS', 'SEPARATORS', 'MlnbError', 'atomic_path', 'save_json', 'load_json', 'sha256_file', 'digest',
-           'folder_digests', 'who', 'repeated_names', 'short_row', 'guess_separator', 'bad_json_line', 'row_line']
+           'folder_digests', 'who', 'repeated_names', 'short_row', 'separator_problem', 'guess_separator',
+           'bad_json_line', 'row_line']
 
 # %% ../nbs/10_core.ipynb #a3f512c2
 class MlnbError(Exception):
@@ -100,6 +101,13 @@ def short_row(path:str|Path, sep:str=",",
                  for i, (start, row) in enumerate(rows, 1) if row and (len(row) > width if longer else len(row) < width)), None)
 
 SEPARATORS = (",", ";", "\t", "|")   # the field separators a file read with the wrong one is checked for
+
+def separator_problem(sep:str|None, decimal_comma:bool=False,
+                      default:str|None=",")->str|None:   # the separator used when `sep` is None (None: not a delimited file)
+    "What is wrong with a field separator setting, or None: one character, and not ',' when numbers have decimal commas."
+    if sep is not None and (len(sep) != 1 or sep in '"\r\n'): return f"the separator should be one character such as ';' or '|' (got {sep!r})"
+    if decimal_comma and (sep or default) == ",": return "decimal commas need a field separator other than ',', e.g. ';'"
+    return None
 
 def guess_separator(path:str|Path, sep:str)->tuple[str,bool]|None:
     "If the first line of `path` has no `sep` but another common separator: that one, and whether the next line writes a number with a decimal comma (0,5)."

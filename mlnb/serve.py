@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
-from .core import DELIMITERS, MlnbError, atomic_path, guess_separator, load_json, repeated_names, row_line, save_json, short_row
+from .core import DELIMITERS, MlnbError, atomic_path, guess_separator, load_json, repeated_names, row_line, save_json, separator_problem, short_row
 from .security import data_key, load_frame, save_frame
 from .features import RARE, Preprocessor, derived_exprs
 from .registry import ModelPackage, read_aliases, resolve, set_alias, verify
@@ -897,13 +897,13 @@ def score_file(package:ModelPackage, src:str|Path, dest:str|Path, chunk:int=50_0
     "Score a CSV, TSV, Parquet or JSONL file into a file of one of those formats, chunk by chunk (written atomically); returns the row count."
     src, dest = Path(src), Path(dest)
     if chunk < 1: raise MlnbError(f"chunks of {chunk} rows", where="--chunk", fix="use a positive number of rows, e.g. 50000.")
-    if sep is not None and (len(sep) != 1 or sep in '"\r\n'): raise MlnbError(f"{sep!r} is not a field separator", where="--separator", fix="give one character, e.g. --separator ';'.")
     if dest.is_dir(): raise MlnbError(f"{dest} is a folder", where="--output", fix="name the file to write, e.g. scores.parquet.")
     if dest.exists() and src.exists() and dest.resolve() == src.resolve():
         raise MlnbError("the output would overwrite the input", where="--output", fix="write the scores to another file.")
     fmt = file_format(dest, "--output")
-    if decimal_comma and "," in [sep or DELIMITERS[f] for f in (file_format(src, "--input"), fmt) if f in DELIMITERS]:
-        raise MlnbError("decimal commas need a field separator other than ','", where="--decimal-comma", fix="add e.g. --separator ';'.")
+    for f in (file_format(src, "--input"), fmt):        # the input's and the output's separator, if they are CSV or TSV
+        if problem := separator_problem(sep, decimal_comma, DELIMITERS.get(f)):
+            raise MlnbError(problem, where="--separator / --decimal-comma", fix="give --separator one character, e.g. --separator ';'.")
     batches = read_batches(package, src, chunk, sep, decimal_comma)
     with atomic_path(dest) as tmp:
         try: n = write_frames(score_batches(package, batches), tmp, fmt, sep, decimal_comma)

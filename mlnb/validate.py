@@ -19,12 +19,12 @@ from .steps import open_step
 from .security import load_frame
 
 # %% auto #0
-__all__ = ['CHECKS', 'REPORT_SCHEMA', 'HEADER', 'check_structure', 'check_values', 'infer_contract', 'polars_dtype',
-           'ColumnContract', 'RowBounds', 'Contract', 'normalise_contract', 'save_contract', 'load_contract',
-           'compare_schemas', 'contract_schema', 'check_contract', 'outlier_table', 'check_outliers', 'class_shares',
-           'check_labels', 'single_feature_auc', 'check_leakage', 'apply_severity', 'validate_snapshot', 'failures',
-           'plot_missing', 'plot_labels', 'plot_ranges', 'contract_path', 'reference_contract', 'keep_contract',
-           'contract_digest', 'run_validate']
+__all__ = ['CHECKS', 'REPORT_SCHEMA', 'HEADER', 'check_structure', 'check_values', 'nan_as_null', 'infer_contract',
+           'polars_dtype', 'ColumnContract', 'RowBounds', 'Contract', 'normalise_contract', 'save_contract',
+           'load_contract', 'compare_schemas', 'contract_schema', 'check_contract', 'outlier_table', 'check_outliers',
+           'class_shares', 'check_labels', 'single_feature_auc', 'check_leakage', 'apply_severity', 'validate_snapshot',
+           'failures', 'plot_missing', 'plot_labels', 'plot_ranges', 'contract_path', 'reference_contract',
+           'keep_contract', 'contract_digest', 'run_validate']
 
 # %% ../nbs/01_validate.ipynb #084c8f51
 CHECKS = {  # check -> (default severity, what it checks)
@@ -105,6 +105,11 @@ def _outward(x:float, up:bool, digits:int=3)->float:
     return round((math.ceil if up else math.floor)(round(x / step, 9)) * step, 12)
 
 def _is_text(dtype:pl.DataType)->bool: return dtype in (pl.String, pl.Categorical, pl.Enum)
+
+def nan_as_null(df:pl.DataFrame)->pl.DataFrame:
+    "`df` with NaN as null, the missing value it is to LightGBM and to every check (columns copied only if they hold a NaN)."
+    nan = [c for c, t in df.schema.items() if t.is_float() and df[c].is_nan().any()]
+    return df.with_columns(pl.col(nan).fill_nan(None)) if nan else df
 def _is_number(dtype:pl.DataType)->bool: return dtype.is_numeric()
 
 # %% ../nbs/01_validate.ipynb #7b90e962
@@ -116,10 +121,10 @@ def infer_contract(df:pl.DataFrame,          # the reference snapshot
                    max_categories:int=50     # text columns with at most this many values get `categories`
                   )->dict:                   # the contract as plain data (see `Contract`)
     "Infer a data contract from a reference snapshot."
-    floats = [c for c, t in df.schema.items() if t.is_float()]     # NaN counts as missing; ranges come from finite values only
-    n, nulls = df.height, df.select(pl.col(c).null_count() + (pl.col(c).is_nan().sum() if c in floats else 0) for c in df.columns).row(0, named=True)
+    df = nan_as_null(df)                                            # NaN counts as missing; ranges come from finite values only
+    n, nulls = df.height, df.null_count().row(0, named=True)
     nums = [c for c, t in df.schema.items() if _is_number(t)]
-    clean = lambda c: pl.col(c).filter(pl.col(c).is_finite()) if c in floats else pl.col(c)
+    clean = lambda c: pl.col(c).filter(pl.col(c).is_finite()) if df.schema[c].is_float() else pl.col(c)
     lo, hi = (df.select(clean(c).min() for c in nums).row(0, named=True), df.select(clean(c).max() for c in nums).row(0, named=True)) if nums else ({}, {})
     classes = target in df.columns and infer_task(df[target]) != "regression"
     texts = [c for c, t in df.schema.items() if c != id_column and (_is_text(t) or (c == target and classes and t.is_integer()))]
@@ -460,8 +465,7 @@ def validate_snapshot(df:pl.DataFrame,        # the snapshot
                      )->pl.DataFrame:         # one row per check
     "Run every check: structure, values, contract, labels, outliers, leakage."
     id_col = data.id_column if data.id_column in df.columns else None
-    nan = [c for c, t in df.schema.items() if t.is_float() and df[c].is_nan().any()]
-    df = df.with_columns(pl.col(nan).fill_nan(None)) if nan else df     # NaN is missing, as for LightGBM (the columns copied only if any)
+    df = nan_as_null(df)
     covered = tuple(c for c, r in (contract or {}).get("columns", {}).items() if r.get("unique") and str(df.schema.get(c)) == r["type"])
     rows = check_structure(df, data, rules, covered) + check_values(df, data, rules)
     if contract: rows += check_contract(df, contract, id_col)
