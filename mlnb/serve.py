@@ -167,6 +167,9 @@ def _compile(node:dict, frame:pl.LazyFrame|None=None):
     if kind == "Cast":
         x, to = _compile(body["expr"], frame), body["dtype"].get("Literal") if isinstance(body["dtype"], dict) else None
         if to == "Float64": return lambda r: None if (v := x(r)) is None else _float(v)
+        if to in ("Int8", "Int16", "Int32", "Int64"):     # polars >= 2.2 writes EXTRACT(month ...) as a cast of the month to Int64
+            lo, hi = -2 ** (int(to[3:]) - 1), 2 ** (int(to[3:]) - 1) - 1   # a non-strict cast: out of range or not finite -> null
+            return lambda r: None if (v := x(r)) is None or not math.isfinite(v) or not lo <= int(v) <= hi else int(v)
         raise Unsupported(f"cast to {to}")
     if kind == "Function":
         args, fn = [_compile(a, frame) for a in body["input"]], body["function"]
