@@ -11,6 +11,7 @@ import polars as pl
 import lightgbm as lgb
 from .core import MlnbError, atomic_path, load_json, save_json
 from .config import METRICS, EvaluateCfg
+from .features import check_columns
 from .train import load_xy, predict, predict_baseline, primary_metric, score, weighted_metrics
 from .steps import open_step
 from .security import is_encrypted, load_frame
@@ -18,9 +19,9 @@ from .security import is_encrypted, load_frame
 # %% auto #0
 __all__ = ['DIRECTIONS', 'MIN_CHAMPION_ROWS', 'higher_is_better', 'bootstrap', 'choose_threshold', 'at_threshold', 'decide',
            'diagnostic_plots', 'class_report', 'gap_table', 'slice_labels', 'slice_metrics', 'fairness',
-           'check_columns', 'scan_snapshot', 'evaluation_rows', 'contributions', 'importance', 'shap_check',
-           'plot_shap', 'plot_dependence', 'explain_rows', 'bound_gate', 'bar', 'gate_settings', 'verdict',
-           'champion_seen', 'unseen', 'champion_score', 'all_gates', 'model_card', 'run_evaluate']
+           'scan_snapshot', 'evaluation_rows', 'contributions', 'importance', 'shap_check', 'plot_shap',
+           'plot_dependence', 'explain_rows', 'bound_gate', 'bar', 'gate_settings', 'verdict', 'champion_seen',
+           'unseen', 'champion_score', 'all_gates', 'model_card', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #88c8d932
 DIRECTIONS = {**METRICS, "dp_diff": "minimize", "eo_diff": "minimize"}
@@ -178,22 +179,6 @@ def fairness(y:np.ndarray,            # true targets, 0/1
     return t, dict(dp_diff=spread("selection_rate"), eo_diff=max(spread("tpr"), spread("fpr")), groups=c.height)
 
 # %% ../nbs/05_evaluate.ipynb #1cf20e16
-def check_columns(ev:EvaluateCfg,       # the evaluate section
-                  columns:list[str],    # columns of the test rows
-                  target:str,           # the target column (not a valid slice)
-                  pii:list[str]=(),     # PII columns step 00 drops
-                  where:str="test.parquet"
-                 ):
-    "Raise a clear `MlnbError` for any slice or sensitive attribute that is not a usable column."
-    available = [c for c in columns if c != target]
-    for key, names in (("evaluate.sensitive", ev.sensitive), ("evaluate.slices", ev.slices)):
-        for name in names:
-            if name in available: continue
-            why = "is the target" if name == target else "is a PII column, dropped by step 00" if name in pii else "is not a column of the data"
-            close = difflib.get_close_matches(name, available, n=1)
-            raise MlnbError(f"{key} names '{name}', which {why}" + (f" (did you mean '{close[0]}'?)" if close else ""), where=where,
-                            fix=f"use one of: {', '.join(available)}" + ("; or keep PII as a keyed hash with data.pii_mode: pseudonymise" if name in pii else ""))
-
 def scan_snapshot(path, key_file=None)->pl.LazyFrame:
     "The snapshot, lazily (decrypted into memory first when it is encrypted at rest)."
     return load_frame(path, key_file=key_file).lazy() if is_encrypted(path) else pl.scan_parquet(path)

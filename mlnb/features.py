@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 import polars as pl
+import difflib
 from .core import MlnbError, atomic_path, load_json, save_json
+from .config import EvaluateCfg
 from .steps import open_step
 from .security import load_frame
 
@@ -18,7 +20,8 @@ __all__ = ['RARE', 'COMPARE_MAX', 'NUMERIC', 'LEGACY', 'SPLITS', 'SPLIT', 'featu
            'fit_categories', 'category_code', 'select_features', 'column_stats', 'finite', 'nearest_rank',
            'order_stats', 'fit_clip_medians', 'fit_scale', 'sample_positions', 'clip_exprs', 'fill_exprs',
            'scale_exprs', 'Preprocessor', 'split_position', 'split_frame', 'split_manifest', 'check_manifest',
-           'class_balance', 'downsample', 'infer_task', 'excluded_columns', 'features_table', 'run_features']
+           'class_balance', 'downsample', 'infer_task', 'excluded_columns', 'check_columns', 'features_table',
+           'run_features']
 
 # %% ../nbs/02_features.ipynb #ae746058
 def feature_version(name:str,              # feature name
@@ -365,6 +368,23 @@ def excluded_columns(cfg)->list[str]:
     data, f = cfg.data, cfg.features
     return [c for c in dict.fromkeys([data.id_column, data.time_column, f.group_column, "split", *data.pii, *f.drop]) if c]
 
+# %% ../nbs/02_features.ipynb #985c7b02
+def check_columns(ev:EvaluateCfg,       # the evaluate section
+                  columns:list[str],    # columns of the test rows
+                  target:str,           # the target column (not a valid slice)
+                  pii:list[str]=(),     # PII columns step 00 drops
+                  where:str="test.parquet"
+                 ):
+    "Raise a clear `MlnbError` for any slice or sensitive attribute that is not a usable column."
+    available = [c for c in columns if c != target]
+    for key, names in (("evaluate.sensitive", ev.sensitive), ("evaluate.slices", ev.slices)):
+        for name in names:
+            if name in available: continue
+            why = "is the target" if name == target else "is a PII column, dropped by step 00" if name in pii else "is not a column of the data"
+            close = difflib.get_close_matches(name, available, n=1)
+            raise MlnbError(f"{key} names '{name}', which {why}" + (f" (did you mean '{close[0]}'?)" if close else ""), where=where,
+                            fix=f"use one of: {', '.join(available)}" + ("; or keep PII as a keyed hash with data.pii_mode: pseudonymise" if name in pii else ""))
+
 # %% ../nbs/02_features.ipynb #5f02614a
 def features_table(pre:Preprocessor)->pl.DataFrame:
     "One row per candidate feature: version, definition, kept or dropped and why, clip bounds."
@@ -379,7 +399,6 @@ def run_features(config_path:str|None=None, run_dir:str|None=None)->dict:
     run = open_step("02_features", config_path, run_dir)
     cfg, data, opt = run.cfg, run.cfg.data, run.cfg.features
     df = load_frame(run.input("00_data", "snapshot.parquet"), key_file=data.key_file)   # decrypted in memory if encrypted at rest
-    from mlnb.evaluate import check_columns                  # step 05's slices and sensitive columns must exist: say so before training
     check_columns(cfg.evaluate, df.columns, data.target, data.pii if data.pii_mode == "drop" else [], where=f"snapshot {run.input('00_data', 'snapshot.parquet')}")
     if df[data.target].null_count():
         raise MlnbError(f"the target '{data.target}' has {df[data.target].null_count()} missing values", where="step 02_features",

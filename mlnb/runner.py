@@ -164,36 +164,40 @@ def ipc_kernel(cwd:str|Path="."):
 
 # %% ../nbs/14_runner.ipynb #d5ab9506
 class KernelPool:
-    "Prepares one kernel ahead: the next step's, warmed with its module and the libraries it will import."
-    def __init__(self, cwd:str|Path):
-        self.cwd, self._ready = Path(cwd), None
+    "Prepares kernels ahead for the next `ahead` steps, each warmed with its module and the libraries it will import."
+    def __init__(self, cwd:str|Path, ahead:int=2):
+        self.cwd, self.ahead, self._slots = Path(cwd), ahead, {}     # step name -> slot
 
-    def prepare(self, step:Step|None):
-        "Start a kernel for `step` in the background (replacing one prepared for another step)."
-        self.discard()
-        if step is None: return
-        slot = dict(step=step.name)
+    def prepare(self, steps:list[Step]):
+        "Start kernels in the background for the first `ahead` of `steps`; stop those prepared for other steps."
+        want = {s.name: s for s in steps[:self.ahead]}
+        for name in [n for n in self._slots if n not in want]: self._stop(self._slots.pop(name))
+        for name, step in want.items():
+            if name not in self._slots: self._slots[name] = self._start(step)
+
+    def _start(self, step:Step)->dict:
+        slot = {}
         def work():
             try: slot["km"] = start_kernel(self.cwd, (f"mlnb.{step.module}", *step.warm))
             except Exception as e: slot["error"] = e        # the step will start its own kernel and report any error
         slot["thread"] = threading.Thread(target=work, daemon=True); slot["thread"].start()
-        self._ready = slot
+        return slot
+
+    @staticmethod
+    def _stop(slot:dict):
+        slot["thread"].join()
+        if "km" in slot: stop_kernel(slot["km"])
 
     def take(self, step:Step):
-        "The prepared kernel for `step`, or a newly started one."
-        slot, self._ready = self._ready, None
-        if slot:
+        "The kernel prepared for `step`, or a newly started one."
+        if (slot := self._slots.pop(step.name, None)):
             slot["thread"].join()
-            if slot["step"] == step.name and "km" in slot: return slot["km"]
-            if "km" in slot: stop_kernel(slot["km"])
+            if "km" in slot: return slot["km"]
         return start_kernel(self.cwd)
 
     def discard(self):
-        "Stop a prepared kernel nobody took."
-        slot, self._ready = self._ready, None
-        if slot:
-            slot["thread"].join()
-            if "km" in slot: stop_kernel(slot["km"])
+        "Stop the prepared kernels nobody took."
+        while self._slots: self._stop(self._slots.popitem()[1])
 
 # %% ../nbs/14_runner.ipynb #20e835b3
 @functools.cache
@@ -384,9 +388,9 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
     run.save()
     plan, chosen, failed = _closure(todo), {s.name for s in todo}, None
     echo(f"run {run_dir.name}: {len(todo)} step(s) -> {run_dir}  (W&B {run.mode})")
-    upcoming = lambda i: next((s for s in plan[i:] if s.name in chosen), None)   # the next step that may execute
-    run.pool.prepare(first := upcoming(0))
-    if first:          # what the runner itself will import (~2.5 s in all), while the first kernel starts
+    upcoming = lambda i: [s for s in plan[i:] if s.name in chosen]     # the steps that may execute, from plan[i] on
+    run.pool.prepare(upcoming(0)[:1])     # the first kernel alone: the step waits for it, and much else starts now
+    if upcoming(0):          # what the runner itself will import (~2.5 s in all), while the first kernel starts
         preload = [*dict.fromkeys(s.external.rpartition(".")[0] for s in plan if s.external), "papermill"]
         threading.Thread(target=_preload, args=(preload,), daemon=True).start()
     main = threading.current_thread() is threading.main_thread()      # only there can a signal handler be set

@@ -140,6 +140,16 @@ def _literal(node:dict):
 
 _WIDTH = {f"{s}Int{b}": (b, not s) for s in ("", "U") for b in (8, 16, 32, 64)}
 
+def _to_int(v, to:str, strict:bool):
+    "One value cast to the integer type `to` as polars casts it: toward zero; out of range or not finite is null, or an error if `strict` (SQL CAST)."
+    bits, signed = _WIDTH[to]; lo, hi = (-2**(bits - 1), 2**(bits - 1) - 1) if signed else (0, 2**bits - 1)
+    if v is None: return None
+    n = (abs(v.m) // 10**v.s * (1 if v.m >= 0 else -1) if isinstance(v, Dec) else
+         int(v) if not isinstance(v, float) or math.isfinite(v) else None)
+    if n is not None and lo <= n <= hi: return n
+    if strict: raise OverflowError(f"{_float(v) if isinstance(v, Dec) else v!r} does not fit {to}")
+    return None
+
 def _wrapper(node:dict, frame:pl.LazyFrame|None):
     "None, or a function wrapping an integer around as polars' fixed-width type of this arithmetic node does (Int64 max + 1 is Int64 min)."
     if frame is None: return None
@@ -167,9 +177,8 @@ def _compile(node:dict, frame:pl.LazyFrame|None=None):
     if kind == "Cast":
         x, to = _compile(body["expr"], frame), body["dtype"].get("Literal") if isinstance(body["dtype"], dict) else None
         if to == "Float64": return lambda r: None if (v := x(r)) is None else _float(v)
-        if to in ("Int8", "Int16", "Int32", "Int64"):     # polars >= 2.2 writes EXTRACT(month ...) as a cast of the month to Int64
-            lo, hi = -2 ** (int(to[3:]) - 1), 2 ** (int(to[3:]) - 1) - 1   # a non-strict cast: out of range or not finite -> null
-            return lambda r: None if (v := x(r)) is None or not math.isfinite(v) or not lo <= int(v) <= hi else int(v)
+        if to in _WIDTH:     # SQL CAST(x AS INT) is strict; TRY_CAST, and EXTRACT(month ...) under polars >= 2.2, are not
+            return lambda r, strict=body.get("options") == "Strict": _to_int(x(r), to, strict)
         raise Unsupported(f"cast to {to}")
     if kind == "Function":
         args, fn = [_compile(a, frame) for a in body["input"]], body["function"]
