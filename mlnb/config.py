@@ -278,7 +278,7 @@ SERVICE_REQUIREMENTS = ["polars", "pyarrow", "lightgbm", "numpy", "fastapi", "uv
 
 class PackageCfg(Strict):
     "Step 06: the registry, and what goes into a model package."
-    model_name: str = Field("churn", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")  # lower-case letters, digits, '-', '_'
+    model_name: str|None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")  # lower-case letters, digits, '-', '_'; None: from `project`
     registry: str = "registry"                  # registry folder (relative to the config file)
     onnx: Literal["auto", "require", "off"] = "auto"  # ONNX twin: auto records why when it cannot convert or agree; require fails the step
     parity_rows: int = Field(1000, ge=1)        # test rows on which ONNX Runtime must agree with LightGBM
@@ -369,6 +369,14 @@ class Config(Strict):
     monitor: MonitorCfg = Field(default_factory=MonitorCfg)
     tracking: TrackingCfg = Field(default_factory=TrackingCfg)
 
+    @model_validator(mode="after")
+    def _model_name(self):
+        if self.package.model_name is None:         # the registry name defaults to the project's, lower-cased, other characters as '-'
+            name = re.sub(r"[^a-z0-9_-]+", "-", self.project.lower()).strip("-_")[:64]
+            if not name: raise ValueError(f"project {self.project!r} does not make a model name: set package.model_name (lower-case letters, digits, '-', '_')")
+            self.package.model_name = name
+        return self
+
     def section(self, name:str)->dict:
         "One top-level section as plain data, by its YAML name."
         return self.model_dump(mode="json", by_alias=True)[name]
@@ -417,7 +425,8 @@ def config_errors(err:ValidationError, text:str="", overrides:dict|None=None)->l
         elif e["type"] == "missing": msg = f"missing key '{key}'{where}"
         elif isinstance(e["input"], dict):               # a rule across a section's keys: name the overrides in it, not the whole section
             inside = [f"-p {k}={v}" for k, v in (overrides or {}).items() if k.startswith(f"{key}.")]
-            msg = f"'{key}'{where}{' with ' + ', '.join(inside) if inside else ''}: {e['msg'].removeprefix('Value error, ')}"
+            msg = e['msg'].removeprefix('Value error, ')
+            if key: msg = f"'{key}'{where}{' with ' + ', '.join(inside) if inside else ''}: {msg}"   # a rule across sections names its keys itself
         else: msg = f"'{key}'{where}: {e['msg'].removeprefix('Value error, ')} (got {e['input']!r})"
         found.append((line or 0, msg))
     return [m for _, m in sorted(found, key=lambda x: x[0])]

@@ -22,12 +22,11 @@ def export_csv(name, folder):
 @pytest.mark.parametrize("name", list(CASES))
 def test_pipeline_on_sklearn_data(name, cli, tmp_path):
     df = export_csv(name, tmp_path)
-    config = {"project": name, "data": {"target": "target", "id_column": "row_id", "time_column": None, "pii": [], "synthetic": None,
+    config = {"project": name.replace("_", " ").title(), "data": {"target": "target", "id_column": "row_id", "time_column": None, "pii": [], "synthetic": None,
                                         "sources": [{"name": name, "kind": "csv", "path": f"{name}.csv"}]},
               "validate": {"min_rows": 100, "ranges": {}}, "features": {"derived": {}},
               "train": {"num_threads": 1, "min_child_samples": 5}, "tune": {"n_trials": 3},
-              "evaluate": {"shap_rows": 50, "baseline_gate": name not in REPORT_ONLY}, "deploy": {"smoke_rows": 20},
-              "package": {"model_name": name.replace("_", "-")}}
+              "evaluate": {"shap_rows": 50, "baseline_gate": name not in REPORT_ONLY}, "deploy": {"smoke_rows": 20}}
     (tmp_path/"mlnb.yaml").write_text(yaml.safe_dump(config))
     res = cli("run", "--run-id", "r", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -36,9 +35,10 @@ def test_pipeline_on_sklearn_data(name, cli, tmp_path):
     assert rec["steps"]["02_features"]["summary"]["task"] == task
     gate = rec["steps"]["05_evaluate"]["summary"]["gate"]
     assert gate["passed"] and gate["metric"] == metric
+    assert {n: s["wandb"]["status"] for n, s in rec["steps"].items()} == dict.fromkeys(rec["steps"], "logged")   # every task's metrics reach W&B
     full = json.loads((tmp_path/"runs"/"r"/"05_evaluate"/"gate.json").read_text())
     assert "baseline" in full["gates"], "the baseline comparison is always computed and reported"
-    version = tmp_path/"registry"/config["package"]["model_name"]/"v1"
+    version = tmp_path/"registry"/name.replace("_", "-")/"v1"          # the model is named after the project ("Breast Cancer")
     signature = json.loads((version/"signature.json").read_text())
     assert [c["name"] for c in signature["inputs"]] == [c for c in df.columns if c not in ("row_id", "target")]
     deploy = json.loads((tmp_path/"runs"/"r"/"07_deploy"/"deploy.json").read_text())
