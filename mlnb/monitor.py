@@ -8,7 +8,7 @@ import datetime as dt, glob, io, json, tempfile
 from pathlib import Path
 import numpy as np
 import polars as pl
-from .core import MlnbError, atomic_path, load_json, save_json
+from .core import MlnbError, atomic_path, guess_separator, load_json, save_json
 from .config import MonitorCfg, load_config
 from .steps import StepRun, _clear
 
@@ -234,15 +234,19 @@ def drift_table(report:dict)->pl.DataFrame:
     return pl.DataFrame(report["table"], schema={**TABLE, "drift": pl.String, "quality": pl.String, "status": pl.String})
 
 # %% ../nbs/08_monitor.ipynb #222e48f2
-_READERS = {".csv": pl.read_csv, ".parquet": pl.read_parquet, ".jsonl": pl.read_ndjson, ".ndjson": pl.read_ndjson}
+_READERS = {".csv": pl.read_csv, ".tsv": pl.read_csv, ".parquet": pl.read_parquet, ".jsonl": pl.read_ndjson, ".ndjson": pl.read_ndjson}
 
 def _read(path:Path, key:bytes|None)->pl.DataFrame:
-    "One data file, decrypted if it is encrypted."
+    "One data file, decrypted if it is encrypted; a CSV whose header has no ',' but ';', '|' or a tab is read with that separator."
     from mlnb.security import is_encrypted, read_encrypted
     suffix = Path(path.name.removesuffix(".enc")).suffix
-    if suffix not in _READERS: raise MlnbError(f"cannot read '{suffix}' files", where=str(path), fix="use CSV, Parquet or JSON lines.")
-    source = io.BytesIO(read_encrypted(path, key)) if is_encrypted(path) else path
-    try: df = _READERS[suffix](source, **({"try_parse_dates": True} if suffix == ".csv" else {}))
+    if suffix not in _READERS: raise MlnbError(f"cannot read '{suffix}' files", where=str(path), fix="use CSV, TSV, Parquet or JSON lines.")
+    encrypted = is_encrypted(path)
+    source = io.BytesIO(read_encrypted(path, key)) if encrypted else path
+    opts = dict(try_parse_dates=True, separator="\t" if suffix == ".tsv" else ",") if suffix in (".csv", ".tsv") else {}
+    if suffix == ".csv" and not encrypted and (found := guess_separator(path, ",")):   # a spreadsheet's export: 'request_id;label', '0,5'
+        opts.update(separator=found[0], decimal_comma=found[1])
+    try: df = _READERS[suffix](source, **opts)
     except (pl.exceptions.PolarsError, OSError) as e:
         raise MlnbError(f"could not read the file: {str(e).splitlines()[0]}", where=str(path)) from None
     structs = [c for c, t in df.schema.items() if isinstance(t, pl.Struct)]
