@@ -306,7 +306,7 @@ def unseen(rows:pl.DataFrame, seen:pl.DataFrame)->np.ndarray:
     on = [c for c in rows.columns if c in seen.columns]
     if not on: return np.ones(rows.height, bool)
     key = lambda df: df.select(pl.col(c).cast(pl.String) for c in on).hash_rows(seed=0)
-    return (~key(rows).is_in(key(seen))).to_numpy()
+    return (~key(rows).is_in(key(seen).implode())).to_numpy()   # implode: in the whole column (polars deprecates a bare Series here)
 
 def champion_score(registry:str, name:str, task:str, classes:list, metric:str,
                    rows:pl.DataFrame, y:np.ndarray,   # the test rows and their targets

@@ -113,7 +113,7 @@ def erase_rows(path:str|Path, column:str, values:list,
     schema = df.schema if sealed else pl.read_parquet_schema(path)
     if column not in schema: return 0
     df = df if sealed else pl.read_parquet(path)
-    kept = df.filter(pl.col(column).is_in(pl.Series(values).cast(schema[column], strict=False)).not_().fill_null(True))
+    kept = df.filter(pl.col(column).is_in(pl.Series(values).cast(schema[column], strict=False).implode()).not_().fill_null(True))
     if gone := df.height - kept.height: save_frame(kept, path, encrypt=sealed, key=key, deterministic=True)
     return gone
 

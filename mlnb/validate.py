@@ -299,7 +299,8 @@ def _examples(df:pl.DataFrame, index:list, values:list, id_col:str|None, show_va
     if not index: return ""
     keys = df[id_col].gather(index).to_list() if id_col else index
     label = "id" if id_col else "row"
-    return "e.g. " + ", ".join(f"{label} {k}" + (f" = {v}" if show_values else "") for k, v in zip(keys, values))
+    shown = dict.fromkeys(f"{label} {k}" + (f" = {v}" if show_values else "") for k, v in zip(keys, values))   # a repeated id once
+    return "e.g. " + ", ".join(shown)
 
 def _contract_row(df:pl.DataFrame, contract:dict, column:str|None, check:str, n:int, eg:str)->dict:
     "The report row of one contract check that found `n` offending values (0 = passed)."

@@ -32,7 +32,7 @@ CASES = {  # name: (file name, content bytes, "error" and what the message must 
     "rare_category":     ("main.csv", rows(f"{i},{i},{'zz' if i == 40 else 'abc'[i % 3]},{i % 2}\n" for i in range(1, 41)).encode(), ("ok", [])),
     "dates_mixed":       ("main.csv", rows(f"{i},{i},{'2024-01-0' + str(i % 9 + 1) if i % 2 else '01/0' + str(i % 9 + 1) + '/2024'},{i % 2}\n" for i in range(1, 41)).encode(), ("ok", [])),
     "huge_numbers":      ("main.csv", rows(f"{i},{'9' * 30 if i == 3 else i},a,{i % 2}\n" for i in range(1, 41)).encode(), ("ok", [])),
-    "duplicate_ids":     ("main.csv", (GOOD + "40,1.0,a,1\n").encode(), ("error", ["unique on 'row_id': 2 rows sharing a value with another row e.g. id 40, id 40\n"])),
+    "duplicate_ids":     ("main.csv", (GOOD + "40,1.0,a,1\n").encode(), ("error", ["unique on 'row_id': 2 rows sharing a value with another row e.g. id 40\n"])),
     "semicolon_decimal_comma": ("main.csv", SEMI.encode(), ("error", ["main.csv", "has 2 field(s) where the header has 1", "set `separator: ';'` and `decimal_comma: true` on source 'main'"])),
     "nan_in_feature":    ("main.csv", rows(f"{i},{'NaN' if i % 10 == 3 else i},{'abc'[i % 3]},{i % 2}\n" for i in range(1, 41)).encode(), ("ok", [])),  # NaN is missing
     "inf_in_feature":    ("main.csv", rows(f"{i},{'inf' if i == 5 else i},{'abc'[i % 3]},{i % 2}\n" for i in range(1, 41)).encode(), ("error", ["in_range on 'x'", "e.g. id 5 = inf"])),
