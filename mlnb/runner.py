@@ -14,7 +14,8 @@ from .steps import JOBS, STEPS, STEP_NAMES, Step, get_step, notebooks_dir
 __all__ = ['SHARED_MODULES', 'RUN_ID', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests',
            'external_digests', 'fingerprint', 'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree',
            'StepFailed', 'start_kernel', 'stop_kernel', 'ipc_kernel', 'KernelPool', 'running_cell', 'execute_step',
-           'cell_seconds', 'alive', 'PipelineRun', 'run_pipeline', 'recorded_config', 'reproduce']
+           'cell_seconds', 'alive', 'progress_seconds', 'StepOutput', 'PipelineRun', 'run_pipeline', 'recorded_config',
+           'reproduce']
 
 # %% ../nbs/14_runner.ipynb #1ac78743
 def parse_steps(spec:str|None)->list[Step]:
@@ -221,7 +222,8 @@ def running_cell(notebook:Path)->tuple[int|None, str]:
     started = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
     return (started[-1] + 1, "".join(cells[started[-1]]["source"])) if started else (None, "")
 
-def execute_step(step:Step, config_path:Path, run_dir:Path, km=None)->Path:
+def execute_step(step:Step, config_path:Path, run_dir:Path, km=None,
+                 stdout=None)->Path:   # a file-like object that gets what the step prints, as it prints it
     "Execute a step notebook with papermill into `run_dir/<step>/`; raise `StepFailed` on error."
     import papermill as pm
     out = run_dir/step.name/step.notebook
@@ -232,7 +234,7 @@ def execute_step(step:Step, config_path:Path, run_dir:Path, km=None)->Path:
     try:
         pm.execute_notebook(str(src), str(out), kernel_name="python3", progress_bar=False, km=km, log_output=False,
                             parameters=dict(config_path=str(config_path), run_dir=str(run_dir)),
-                            engine_name=_engine(), request_save_on_cell_execute=False, partial=str(out))
+                            engine_name=_engine(), request_save_on_cell_execute=False, partial=str(out), stdout_file=stdout)
     except pm.PapermillExecutionError as e:
         error = f"{e.ename}: {_ANSI.sub('', e.evalue)}"
         if e.ename not in ("MlnbError", "StepFailed") and e.traceback:
@@ -295,14 +297,61 @@ def _start(config_path, overrides, steps, resume, run_id):
     config_file = save_config(cfg, run_dir/"config.yaml")
     return cfg, run_dir, config_file, new_record(run_dir.name, cfg, config_path, overrides, chosen), chosen
 
-# %% ../nbs/14_runner.ipynb #59d054f3
+# %% ../nbs/14_runner.ipynb #634d0acd
 def _say(msg:str): print(msg, flush=True)
 
+def progress_seconds()->float:
+    "How often a running step's latest line is shown when the output is not a terminal: `$MLNB_PROGRESS_SECONDS`, else 30."
+    raw = os.environ.get("MLNB_PROGRESS_SECONDS", "30")
+    try: every = float(raw)
+    except ValueError: every = float("nan")
+    if not every >= 0: raise MlnbError(f"MLNB_PROGRESS_SECONDS is {raw!r}, not a number of seconds", where="environment",
+                                       fix="set it to the seconds between progress lines, e.g. 30 (0: every line), or unset it.")
+    return every
+
+class StepOutput:
+    "What a running step prints, shown as progress: on a terminal (`stream`) its latest line in place; else a line at most every `every` s."
+    def __init__(self, tag:str, echo=_say, stream=None, every:float=30.0):
+        self.tag, self.echo, self.stream, self.every = tag, echo, stream, every
+        self.t0 = self.shown = time.perf_counter()
+        self.partial, self.drawn, self.pending, self.timer, self.lock = "", False, None, None, threading.Lock()
+
+    def write(self, text:str):
+        self.partial += text
+        *lines, self.partial = self.partial.split("\n")
+        if not (line := next((l.strip() for l in reversed(lines) if l.strip()), "")): return
+        if self.stream is not None:
+            status = f"{self.tag} {time.perf_counter() - self.t0:5.0f}s  {line}"
+            self.stream.write("\r\x1b[K" + status[:shutil.get_terminal_size().columns - 1]); self.stream.flush(); self.drawn = True
+            return
+        with self.lock:
+            self.pending = line
+            if self.timer is not None: return                       # the line waiting to be shown is now this one
+            wait = self.every - (time.perf_counter() - self.shown)
+            if wait > 0:                                             # shown when the interval is up, even if the step prints nothing more
+                self.timer = threading.Timer(wait, self._show); self.timer.daemon = True; self.timer.start(); return
+        self._show()
+
+    def _show(self):
+        with self.lock:
+            line, self.pending, self.timer, self.shown = self.pending, None, None, time.perf_counter()
+        if line: self.echo(f"{self.tag} {self.shown - self.t0:5.0f}s  {line}")
+
+    def flush(self): pass
+
+    def close(self):
+        "Drop a line still waiting (the step is over), and clear the status line from the terminal."
+        with self.lock:
+            if self.timer is not None: self.timer.cancel()
+            self.timer = self.pending = None
+        if self.drawn: self.stream.write("\r\x1b[K"); self.stream.flush(); self.drawn = False
+
+# %% ../nbs/14_runner.ipynb #59d054f3
 class PipelineRun:
     "The state of one `mlnb run` invocation."
-    def __init__(self, cfg:Config, run_dir:Path, config_file:Path, record:dict, echo=_say):
+    def __init__(self, cfg:Config, run_dir:Path, config_file:Path, record:dict, echo=_say, every:float=30.0):
         from mlnb.tracking import Mirror, wandb_mode
-        self.cfg, self.run_dir, self.config_file, self.record, self.echo = cfg, run_dir, config_file, record, echo
+        self.cfg, self.run_dir, self.config_file, self.record, self.echo, self.every = cfg, run_dir, config_file, record, echo, every
         self.outputs = {n: r["outputs"] for n, r in record["steps"].items() if r.get("status") in ("ok", "reused")}
         self.mode = wandb_mode(cfg.tracking.mode)
         self.mirror = Mirror(run_dir, self.mode, cfg.tracking.project, cfg.tracking.entity)
@@ -326,9 +375,11 @@ class PipelineRun:
         self.save(); self.echo(f"{tag} running ...")
         self.mirror.start()
         t0 = time.perf_counter()
-        try: nb = execute_step(step, self.config_file, self.run_dir, km)
+        out = StepOutput(tag, self.echo, sys.stdout if self.echo is _say and sys.stdout.isatty() else None, self.every)
+        try: nb = execute_step(step, self.config_file, self.run_dir, km, stdout=out)
         except StepFailed as e:
             rec.update(status="failed", duration_s=round(time.perf_counter() - t0, 3), error=dict(cell=e.cell, message=e.error)); raise
+        finally: out.close()
         duration, cells = time.perf_counter() - t0, cell_seconds(nb)
         if step.external: fp = fingerprint(step, self.cfg, self.outputs)   # a step may create its external input (01's contract)
         step_rec = load_json(self.run_dir/step.name/"step.json")
@@ -378,13 +429,13 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
                  run_id:str|None=None,              # name for the new run folder
                  echo=_say)->dict:                  # the final run record
     "Run the pipeline; returns run.json's content (status ok or failed)."
-    started = time.perf_counter()
+    started, every = time.perf_counter(), progress_seconds()
     for what, rid in (("--run-id", run_id), ("--resume", resume)):
         if rid is not None and not RUN_ID.fullmatch(rid):        # a folder name inside runs_dir, nothing that climbs out of it
             raise MlnbError(f"{rid!r} is not a run id", where=what, fix="use letters, digits, '.', '_' and '-' only (at most 100), e.g. nightly-2026-12-07.")
     cfg, run_dir, config_file, record, todo = _start(config_path, list(overrides), steps, resume, run_id)
     record["pid"] = os.getpid()                                   # `--resume` refuses a run whose process still runs
-    run = PipelineRun(cfg, run_dir, config_file, record, echo)
+    run = PipelineRun(cfg, run_dir, config_file, record, echo, every)
     run.save()
     plan, chosen, failed = _closure(todo), {s.name for s in todo}, None
     echo(f"run {run_dir.name}: {len(todo)} step(s) -> {run_dir}  (W&B {run.mode})")

@@ -181,6 +181,7 @@ def run_tune(config_path:str|None=None, run_dir:str|None=None)->dict:
     search_s = time.perf_counter() - t0
     params = lgb_params({**base, **study.best_params}, task, k, cfg.seed, balance, metric)
     splits = train_splits(run, info, y)
+    print(f"search done in {search_s:.0f}s; the final model: {len(splits)}-fold CV with the best parameters, then a fit on all training rows", flush=True)
     booster, cv = train_model(X, y, params, splits, pre.features_, pre.categorical_, task, cfg.train.num_boost_round,
                               cfg.train.early_stopping_rounds, sample_weights(y, task, balance), valid=(Xv, yv))
     save_booster(booster, run.output("model.txt"))

@@ -1,5 +1,5 @@
 "The runner end to end: a cold run, the run record, cache hits, --force, --steps, failure, --resume, the gate."
-import json, time
+import json, re, time
 from pathlib import Path
 import pytest
 from conftest import load_run, run_id_of
@@ -63,10 +63,13 @@ def test_force_reruns_and_override_invalidates(first_run, project, cli):
     assert rec["steps"]["03_train"]["status"] == "ok"
     assert rec["steps"]["00_data"]["status"] == rec["steps"]["02_features"]["status"] == "reused"
     assert rec["steps"]["04_tune"]["status"] == "pending"
-    res = cli("run", "--steps", "02-04", "-p", "tune.n_trials=2", cwd=project)
+    assert "CV roc_auc" not in res.stdout               # a step shorter than $MLNB_PROGRESS_SECONDS (30) adds no progress line
+    res = cli("run", "--steps", "02-04", "-p", "tune.n_trials=2", cwd=project, env={"MLNB_PROGRESS_SECONDS": "0"})
     assert res.returncode == 0, res.stdout + res.stderr
     rec = load_run(project, run_id_of(res))
     assert [rec["steps"][n]["status"] for n in ("02_features", "03_train", "04_tune")] == ["reused", "reused", "ok"]
+    progress = re.findall(r"^\[\d+/\d+\] 04_tune +\d+s  (trial \d): ", res.stdout, re.M)   # what the step prints, as it runs
+    assert progress == ["trial 1", "trial 2"], res.stdout
 
 def test_steps_without_cache_say_what_to_include(cli, tmp_path):
     from conftest import write_config
