@@ -8,7 +8,7 @@ import datetime as dt, glob, io, json, tempfile
 from pathlib import Path
 import numpy as np
 import polars as pl
-from .core import MlnbError, atomic_path, guess_separator, load_json, save_json
+from .core import DELIMITERS, MlnbError, atomic_path, guess_separator, load_json, save_json
 from .config import MonitorCfg, load_config
 from .steps import StepRun, _clear
 
@@ -243,7 +243,7 @@ def _read(path:Path, key:bytes|None)->pl.DataFrame:
     if suffix not in _READERS: raise MlnbError(f"cannot read '{suffix}' files", where=str(path), fix="use CSV, TSV, Parquet or JSON lines.")
     encrypted = is_encrypted(path)
     source = io.BytesIO(read_encrypted(path, key)) if encrypted else path
-    opts = dict(try_parse_dates=True, separator="\t" if suffix == ".tsv" else ",") if suffix in (".csv", ".tsv") else {}
+    opts = dict(try_parse_dates=True, separator=DELIMITERS[suffix[1:]]) if suffix[1:] in DELIMITERS else {}
     if suffix == ".csv" and not encrypted and (found := guess_separator(path, ",")):   # a spreadsheet's export: 'request_id;label', '0,5'
         opts.update(separator=found[0], decimal_comma=found[1])
     try: df = _READERS[suffix](source, **opts)

@@ -321,8 +321,7 @@ class StepOutput:
         *lines, self.partial = self.partial.split("\n")
         if not (line := next((l.strip() for l in reversed(lines) if l.strip()), "")): return
         if self.stream is not None:
-            status = f"{self.tag} {time.perf_counter() - self.t0:5.0f}s  {line}"
-            self.stream.write("\r\x1b[K" + status[:shutil.get_terminal_size().columns - 1]); self.stream.flush(); self.drawn = True
+            self.stream.write("\r\x1b[K" + self._status(line)[:shutil.get_terminal_size().columns - 1]); self.stream.flush(); self.drawn = True
             return
         with self.lock:
             self.pending = line
@@ -332,10 +331,12 @@ class StepOutput:
                 self.timer = threading.Timer(wait, self._show); self.timer.daemon = True; self.timer.start(); return
         self._show()
 
+    def _status(self, line:str)->str: return f"{self.tag} {time.perf_counter() - self.t0:5.0f}s  {line}"
+
     def _show(self):
         with self.lock:
             line, self.pending, self.timer, self.shown = self.pending, None, None, time.perf_counter()
-        if line: self.echo(f"{self.tag} {self.shown - self.t0:5.0f}s  {line}")
+        if line: self.echo(self._status(line))
 
     def flush(self): pass
 
@@ -440,8 +441,8 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
     plan, chosen, failed = _closure(todo), {s.name for s in todo}, None
     echo(f"run {run_dir.name}: {len(todo)} step(s) -> {run_dir}  (W&B {run.mode})")
     upcoming = lambda i: [s for s in plan[i:] if s.name in chosen]     # the steps that may execute, from plan[i] on
-    run.pool.prepare(upcoming(0)[:1])     # the first kernel alone: the step waits for it, and much else starts now
-    if upcoming(0):          # what the runner itself will import (~2.5 s in all), while the first kernel starts
+    run.pool.prepare(first := upcoming(0)[:1])     # the first kernel alone: the step waits for it, and much else starts now
+    if first:          # what the runner itself will import (~2.5 s in all), while the first kernel starts
         preload = [*dict.fromkeys(s.external.rpartition(".")[0] for s in plan if s.external), "papermill"]
         threading.Thread(target=_preload, args=(preload,), daemon=True).start()
     main = threading.current_thread() is threading.main_thread()      # only there can a signal handler be set

@@ -138,11 +138,11 @@ def _literal(node:dict):
     if t.startswith("Float"): return float(x)
     raise Unsupported(f"literal {t}")
 
-_WIDTH = {f"{s}Int{b}": (b, not s) for s in ("", "U") for b in (8, 16, 32, 64)}
+_RANGE = {f"{s}Int{b}": (0, 2**b - 1) if s else (-2**(b - 1), 2**(b - 1) - 1) for s in ("", "U") for b in (8, 16, 32, 64)}   # polars' integer types
 
 def _to_int(v, to:str, strict:bool):
     "One value cast to the integer type `to` as polars casts it: toward zero; out of range or not finite is null, or an error if `strict` (SQL CAST)."
-    bits, signed = _WIDTH[to]; lo, hi = (-2**(bits - 1), 2**(bits - 1) - 1) if signed else (0, 2**bits - 1)
+    lo, hi = _RANGE[to]
     if v is None: return None
     n = (abs(v.m) // 10**v.s * (1 if v.m >= 0 else -1) if isinstance(v, Dec) else
          int(v) if not isinstance(v, float) or math.isfinite(v) else None)
@@ -155,9 +155,9 @@ def _wrapper(node:dict, frame:pl.LazyFrame|None):
     if frame is None: return None
     try: dtype = str(frame.select(pl.Expr.deserialize(io.StringIO(json.dumps(node)), format="json")).collect_schema().dtypes()[0])
     except Exception as e: raise Unsupported(f"the type of {next(iter(node))}: {type(e).__name__}") from None
-    if dtype not in _WIDTH: return None
-    bits, signed = _WIDTH[dtype]; lo = -2**(bits - 1) if signed else 0
-    return lambda v: (v - lo) % 2**bits + lo if type(v) is int else v
+    if dtype not in _RANGE: return None
+    lo, hi = _RANGE[dtype]
+    return lambda v: (v - lo) % (hi - lo + 1) + lo if type(v) is int else v
 
 def _compile(node:dict, frame:pl.LazyFrame|None=None):
     "A function record -> value for one node of a serialized polars expression (`frame`: the input columns' types, for integer wrap-around)."
@@ -177,7 +177,7 @@ def _compile(node:dict, frame:pl.LazyFrame|None=None):
     if kind == "Cast":
         x, to = _compile(body["expr"], frame), body["dtype"].get("Literal") if isinstance(body["dtype"], dict) else None
         if to == "Float64": return lambda r: None if (v := x(r)) is None else _float(v)
-        if to in _WIDTH:     # SQL CAST(x AS INT) is strict; TRY_CAST, and EXTRACT(month ...) under polars >= 2.2, are not
+        if to in _RANGE:     # SQL CAST(x AS INT) is strict; TRY_CAST, and EXTRACT(month ...) under polars >= 2.2, are not
             return lambda r, strict=body.get("options") == "Strict": _to_int(x(r), to, strict)
         raise Unsupported(f"cast to {to}")
     if kind == "Function":
