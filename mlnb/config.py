@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_config.ipynb #23911848
 from __future__ import annotations
-import difflib, re
+import copy, difflib, re
 from pathlib import Path
 from typing import Any, Literal
 import yaml
@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .core import DELIMITERS, MlnbError, atomic_path, separator_problem
 
 # %% auto #0
-__all__ = ['AGGREGATIONS', 'METRICS', 'TASK_METRICS', 'SERVICE_REQUIREMENTS', 'Strict', 'HttpSource', 'Source', 'Synthetic',
-           'DataCfg', 'ValidateCfg', 'FeaturesCfg', 'ProblemCfg', 'TrainCfg', 'TuneCfg', 'Costs', 'EvaluateCfg',
-           'PackageCfg', 'DeployCfg', 'ServeCfg', 'MonitorCfg', 'TrackingCfg', 'Config', 'config_errors',
+__all__ = ['AGGREGATIONS', 'METRICS', 'TASK_METRICS', 'SERVICE_REQUIREMENTS', 'DEMO_ONLY', 'Strict', 'HttpSource', 'Source',
+           'Synthetic', 'DataCfg', 'ValidateCfg', 'FeaturesCfg', 'ProblemCfg', 'TrainCfg', 'TuneCfg', 'Costs',
+           'EvaluateCfg', 'PackageCfg', 'DeployCfg', 'ServeCfg', 'MonitorCfg', 'TrackingCfg', 'Config', 'config_errors',
            'ConfigLoader', 'read_yaml', 'apply_overrides', 'load_config', 'save_config', 'demo_config']
 
 # %% ../nbs/11_config.ipynb #cc3202ca
@@ -101,6 +101,7 @@ class DataCfg(Strict):
     target: str = "churned"                     # column to predict
     id_column: str|None = "customer_id"         # unique row key, never a feature
     time_column: str|None = "signup_date"       # kept for splits and drift, never a feature as-is
+    date_formats: dict[str, str] = {}           # column -> strftime format for dates not written YYYY-MM-DD, e.g. {applied_on: "%m/%d/%Y"}
     pii: list[str] = ["email", "phone"]         # never leave step 00 as they are: dropped or pseudonymised
     pii_mode: Literal["drop", "pseudonymise"] = "drop"  # pseudonymise: keyed SHA-256 (HMAC) hex; key from $MLNB_PII_SALT or pii_salt_file
     pii_salt_file: str|None = None              # file holding the salt, outside the repository (used when MLNB_PII_SALT is unset)
@@ -125,8 +126,8 @@ class ValidateCfg(Strict):
     max_missing: float = Field(0.5, ge=0, le=1) # largest allowed fraction of nulls in any column
     ranges: dict[str, tuple[float|None, float|None]] = {"age": (18, 120), "monthly_charges": (0, 10_000), "tenure_days": (0, None)}
     unique: list[str] = []                      # columns that must be unique besides `data.id_column`
-    contract: str|None = "data/contract.yaml"   # data contract (editable YAML); missing: inferred from the first passing snapshot and
-                                                # written there; null: inferred afresh from each snapshot (kept in the step folder only)
+    contract: str|None = "data/contracts/churn.yaml"  # data contract (editable YAML; default data/contracts/<package.model_name>.yaml); missing:
+                                                # inferred from the first passing snapshot and written there; null: inferred afresh from each snapshot
     range_margin: float = Field(0.1, ge=0)      # inferred min/max widened by this fraction of the observed span
     null_headroom: float = Field(2.0, ge=1)     # inferred max null fraction = observed fraction x this + 0.01
     max_categories: int = Field(50, ge=1)       # text columns with at most this many values get a list of allowed categories
@@ -351,6 +352,9 @@ class TrackingCfg(Strict):
     entity: str|None = None
 
 # %% ../nbs/11_config.ipynb #db3df35f
+DEMO_ONLY = [("data", "id_column", None), ("data", "time_column", None), ("data", "pii", []),   # the churn demo's: neutral for your own data
+             ("validation", "ranges", {}), ("features", "derived", {})]
+
 class Config(Strict):
     "The whole pipeline configuration."
     project: str = "churn"
@@ -375,6 +379,17 @@ class Config(Strict):
             name = re.sub(r"[^a-z0-9_-]+", "-", self.project.lower()).strip("-_")[:64]
             if not name: raise ValueError(f"project {self.project!r} does not make a model name: set package.model_name (lower-case letters, digits, '-', '_')")
             self.package.model_name = name
+        if "contract" not in self.validation.model_fields_set:   # each model its own contract, so projects sharing a folder do not share one
+            self.validation.contract = f"data/contracts/{self.package.model_name}.yaml"
+        return self
+
+    @model_validator(mode="after")
+    def _own_data(self):
+        "Your own sources switch the generator off, and the churn demo's column settings apply only to the demo."
+        if "sources" in self.data.model_fields_set and "synthetic" not in self.data.model_fields_set: self.data.synthetic = None
+        if self.data.synthetic is None:
+            for part, key, neutral in DEMO_ONLY:
+                if key not in getattr(self, part).model_fields_set: setattr(getattr(self, part), key, copy.deepcopy(neutral))
         return self
 
     def section(self, name:str)->dict:

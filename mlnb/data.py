@@ -17,10 +17,11 @@ from .steps import open_step
 from .store import SnapshotStore, prune, referenced_snapshots
 
 # %% auto #0
-__all__ = ['SYNTHETIC_FILES', 'FILE_KINDS', 'SQLITE_BATCH_ROWS', 'PII_SALT_ENV', 'generate_churn', 'write_churn_sources',
-           'source_files', 'separator_fix', 'read_files', 'redact_uri', 'read_sql', 'read_http', 'newer_rows',
-           'watermark_of', 'changed_files', 'read_source', 'aggregate', 'parse_dates', 'join_source', 'collect_sources',
-           'pii_salt', 'protect_pii', 'save_snapshot', 'source_digests', 'reuse_snapshot', 'run_data']
+__all__ = ['SYNTHETIC_FILES', 'FILE_KINDS', 'SQLITE_BATCH_ROWS', 'TIME_CODES', 'PII_SALT_ENV', 'generate_churn',
+           'write_churn_sources', 'source_files', 'separator_fix', 'read_files', 'redact_uri', 'read_sql', 'read_http',
+           'newer_rows', 'watermark_of', 'changed_files', 'read_source', 'aggregate', 'parse_dates', 'join_source',
+           'drop_nested', 'collect_sources', 'pii_salt', 'protect_pii', 'save_snapshot', 'source_digests',
+           'reuse_snapshot', 'run_data']
 
 # %% ../nbs/00_data.ipynb #0a489dcd
 def generate_churn(rows:int,          # number of customers
@@ -369,11 +370,34 @@ def aggregate(df:pl.DataFrame, by:str, spec:dict[str,str])->pl.DataFrame:
         exprs.append((pl.len() if fn == "count" else getattr(pl.col(col), fn)()).alias(out))
     return df.group_by(by).agg(exprs)
 
-def parse_dates(df:pl.DataFrame)->pl.DataFrame:
-    "Turn text columns that hold only ISO dates (YYYY-MM-DD) into Date columns."
-    iso = [c for c, t in df.schema.items() if t == pl.String and df[c].drop_nulls().len() > 0
+TIME_CODES = ("%H", "%I", "%M", "%S", "%T", "%R", "%p", "%z", "%Z", "%s", "%c")   # a format with one of these parses to Datetime
+
+def parse_dates(df:pl.DataFrame,
+                formats:dict[str,str]|None=None   # `data.date_formats`: column -> strftime format, e.g. {"applied_on": "%m/%d/%Y"}
+               )->pl.DataFrame:
+    "Parse the columns of `formats` with their format (Date, or Datetime if it has a time); other text columns holding only ISO dates (YYYY-MM-DD) become Dates."
+    formats = formats or {}
+    if absent := [c for c in formats if c not in df.columns]:
+        raise MlnbError(f"data.date_formats names {', '.join(map(repr, absent))}, not a column of the collected data", where="config data.date_formats",
+                        fix=f"use the columns' names: {', '.join(df.columns)}.")
+    parsed = {}
+    for c, fmt in formats.items():
+        if df.schema[c].is_temporal(): continue                                       # already a date (Parquet, SQL)
+        if df.schema[c] != pl.String:
+            raise MlnbError(f"column '{c}' is {df.schema[c]}, not text, so data.date_formats cannot parse it", where="config data.date_formats",
+                            fix=f"remove '{c}' from data.date_formats.")
+        kind = pl.Datetime if any(t in fmt for t in TIME_CODES) else pl.Date
+        try: parsed[c] = df[c].str.strptime(kind, fmt, strict=False)
+        except Exception as e:
+            raise MlnbError(f"'{fmt}' is not a date format polars can use for column '{c}': {str(e).splitlines()[0]}", where="config data.date_formats",
+                            fix="use strftime codes, e.g. '%d/%m/%Y' or '%Y-%m-%d %H:%M:%S'.") from None
+        if (bad := (parsed[c].is_null() & df[c].is_not_null())).any():
+            row = int(bad.arg_true()[0])
+            raise MlnbError(f"column '{c}': {int(bad.sum()):,} values do not match the date format '{fmt}', e.g. row {row + 1}: {df[c][row]!r}",
+                            where="config data.date_formats", fix="correct those values in the source, or give the format they are written in.")
+    iso = [c for c, t in df.schema.items() if t == pl.String and c not in formats and df[c].drop_nulls().len() > 0
            and df[c].drop_nulls().str.contains(r"^\d{4}-\d{2}-\d{2}$").all()]
-    return df.with_columns(pl.col(iso).str.to_date("%Y-%m-%d"))
+    return df.with_columns(*parsed.values(), pl.col(iso).str.to_date("%Y-%m-%d"))
 
 def join_source(df:pl.DataFrame, other:pl.DataFrame, src:Source, primary:str)->pl.DataFrame:
     "Left-join one source onto the primary frame on `src.join_on`, aggregating it first if it declares how."
@@ -389,8 +413,16 @@ def join_source(df:pl.DataFrame, other:pl.DataFrame, src:Source, primary:str)->p
     counts = [k for k, v in src.aggregate.items() if v.startswith(("count", "sum"))]
     return df.join(other, on=src.join_on, how="left", maintain_order="left").with_columns(pl.col(counts).fill_null(0))
 
+def drop_nested(df:pl.DataFrame)->pl.DataFrame:
+    "Leave out columns holding lists, arrays or records, which the steps cannot use, with a warning naming each."
+    nested = {c: t for c, t in df.schema.items() if t.is_nested() or t == pl.Object}
+    for c, t in nested.items():
+        print(f"warning: column '{c}' is {t}, a nested type no step can use: left out of the snapshot (to use it, flatten it in the source)")
+    return df.drop(list(nested))
+
 def collect_sources(sources:list[Source],                   # `data.sources`: the primary first
-                    previous:str|Path|dict|None=None        # the previous snapshot's manifest.json (incremental)
+                    previous:str|Path|dict|None=None,       # the previous snapshot's manifest.json (incremental)
+                    date_formats:dict[str,str]|None=None    # `data.date_formats` (see `parse_dates`)
                    )->tuple[pl.DataFrame, list[dict]]:      # the collected frame, and one manifest record per source
     "Read all sources and join or stack them onto the first one."
     df, first = read_source(sources[0], previous)
@@ -400,7 +432,7 @@ def collect_sources(sources:list[Source],                   # `data.sources`: th
         records.append(rec)
         if src.how == "stack": df = pl.concat([df, other], how="diagonal_relaxed") if other.width else df
         else: df = join_source(df, other, src, sources[0].name)
-    return parse_dates(df), records
+    return drop_nested(parse_dates(df, date_formats)), records
 
 # %% ../nbs/00_data.ipynb #035906b6
 PII_SALT_ENV = "MLNB_PII_SALT"
@@ -485,9 +517,10 @@ def run_data(config_path:str|None=None, # pipeline config (the runner passes the
     if data.snapshot: return reuse_snapshot(run, store, data.snapshot)
     if data.synthetic: write_churn_sources(data.synthetic)
     previous = data.previous_manifest or (store.get(store.ids()[-1]) if store.ids() and any(s.watermark for s in data.sources) else None)
-    df, records = collect_sources(data.sources, previous)
+    df, records = collect_sources(data.sources, previous, data.date_formats)
     if data.target not in df.columns:
-        raise MlnbError(f"the target column '{data.target}' is not in the data (columns: {', '.join(df.columns)})",
+        near = difflib.get_close_matches(data.target, df.columns, n=1)
+        raise MlnbError(f"the target column '{data.target}' is not in the data" + (f" (did you mean '{near[0]}'?)" if near else "") + f"; its columns: {', '.join(df.columns)}",
                         where="config data.target", fix="set data.target to the column to predict.")
     mode, pii = data.pii_mode, [c for c in data.pii if c in df.columns]
     for c in (c for c in data.pii if c not in df.columns):       # a misspelt PII column would let the real one into the snapshot

@@ -17,9 +17,9 @@ from .steps import open_step
 from .security import is_encrypted, load_frame
 
 # %% auto #0
-__all__ = ['DIRECTIONS', 'MIN_CHAMPION_ROWS', 'higher_is_better', 'bootstrap', 'choose_threshold', 'at_threshold', 'decide',
-           'diagnostic_plots', 'class_report', 'gap_table', 'slice_labels', 'slice_metrics', 'fairness',
-           'scan_snapshot', 'evaluation_rows', 'contributions', 'importance', 'shap_check', 'plot_shap',
+__all__ = ['DIRECTIONS', 'SHAP_TOLERANCE', 'MIN_CHAMPION_ROWS', 'higher_is_better', 'bootstrap', 'choose_threshold',
+           'at_threshold', 'decide', 'diagnostic_plots', 'class_report', 'gap_table', 'slice_labels', 'slice_metrics',
+           'fairness', 'scan_snapshot', 'evaluation_rows', 'contributions', 'importance', 'shap_check', 'plot_shap',
            'plot_dependence', 'explain_rows', 'bound_gate', 'bar', 'gate_settings', 'verdict', 'champion_seen',
            'unseen', 'champion_score', 'all_gates', 'model_card', 'run_evaluate']
 
@@ -211,6 +211,8 @@ def importance(contrib:np.ndarray, features:list[str])->pl.DataFrame:
     return pl.DataFrame({"feature": features, "mean_abs_shap": (a.sum(1) if a.ndim == 3 else a).mean(0)}).sort("mean_abs_shap", descending=True)
 
 # %% ../nbs/05_evaluate.ipynb #ed9116a5
+SHAP_TOLERANCE = 1e-6   # largest difference allowed in `shap_check`, relative to its `scale` (a regression of prices has raw scores of 1e6)
+
 def shap_check(booster:lgb.Booster, X:np.ndarray, contrib:np.ndarray)->dict:
     "Additivity and agreement with `shap.TreeExplainer` of `contrib` (= contributions(booster, X)), as max abs differences."
     import json, shap, warnings
@@ -225,6 +227,7 @@ def shap_check(booster:lgb.Booster, X:np.ndarray, contrib:np.ndarray)->dict:
         sv = np.asarray(explainer.shap_values(X, check_additivity=False))
     ours = contrib[..., :-1] if contrib.ndim == 2 else contrib[..., :-1].transpose(0, 2, 1)
     return dict(rows=len(X), additivity_max_abs_diff=additivity, shap_max_abs_diff=float(np.abs(ours - sv).max()),
+                scale=max(1.0, float(np.abs(raw).max(initial=0.0))),   # differences are judged relative to this: the largest |raw score|, at least 1
                 method="shap TreeSHAP (independent)" if independent else "shap.TreeExplainer default (delegates to LightGBM)")
 
 # %% ../nbs/05_evaluate.ipynb #9e4d7911
@@ -444,7 +447,10 @@ def run_evaluate(config_path:str|None=None, run_dir:str|None=None)->dict:
     contrib = contributions(booster, X[sample])
     imp = importance(contrib, pre.features_)
     check = shap_check(booster, X[sample[:ev.shap_check_rows]], contrib[:ev.shap_check_rows])
-    assert check["additivity_max_abs_diff"] < 1e-6 and check["shap_max_abs_diff"] < 1e-6, f"SHAP values disagree: {check}"
+    if (worst := max(check["additivity_max_abs_diff"], check["shap_max_abs_diff"]) / check["scale"]) > SHAP_TOLERANCE:
+        raise MlnbError(f"the SHAP values disagree with {check['method']} by up to {worst:.1e} of the largest raw score "
+                        f"({check['shap_max_abs_diff']:.3g}; additivity {check['additivity_max_abs_diff']:.3g}), above {SHAP_TOLERANCE:g}",
+                        where="step 05_evaluate, the SHAP check", fix="the explanations cannot be trusted for this model: please report it with the run folder.")
     save_json(check, run.output("shap_check.json"))
     ids = rows[cfg.data.id_column].gather(sample).to_list() if cfg.data.id_column in rows.columns else sample.tolist()
     run.log_table(imp, "shap_importance", show=False)

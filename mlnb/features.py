@@ -16,12 +16,12 @@ from .steps import open_step
 from .security import load_frame
 
 # %% auto #0
-__all__ = ['RARE', 'COMPARE_MAX', 'NUMERIC', 'LEGACY', 'SPLITS', 'SPLIT', 'feature_version', 'float_literals', 'derived_exprs',
-           'fit_categories', 'category_code', 'select_features', 'column_stats', 'finite', 'nearest_rank',
-           'order_stats', 'fit_clip_medians', 'fit_scale', 'sample_positions', 'clip_exprs', 'fill_exprs',
-           'scale_exprs', 'Preprocessor', 'split_position', 'split_frame', 'split_manifest', 'check_manifest',
-           'class_balance', 'downsample', 'infer_task', 'excluded_columns', 'check_columns', 'features_table',
-           'run_features']
+__all__ = ['RARE', 'COMPARE_MAX', 'FORMATTED_NUMBER', 'NUMERIC', 'LEGACY', 'SPLITS', 'SPLIT', 'feature_version', 'float_literals',
+           'derived_exprs', 'fit_categories', 'all_rare', 'category_code', 'select_features', 'column_stats', 'finite',
+           'nearest_rank', 'order_stats', 'fit_clip_medians', 'fit_scale', 'sample_positions', 'clip_exprs',
+           'fill_exprs', 'scale_exprs', 'Preprocessor', 'split_position', 'split_frame', 'split_manifest',
+           'check_manifest', 'class_balance', 'downsample', 'infer_task', 'excluded_columns', 'check_columns',
+           'check_drop', 'features_table', 'run_features']
 
 # %% ../nbs/02_features.ipynb #ae746058
 def feature_version(name:str,              # feature name
@@ -73,6 +73,17 @@ def fit_categories(df:pl.DataFrame|pl.LazyFrame, columns:list[str], min_count:in
         frequent = [v for n, v in ranked if n >= min_count]
         out[c] = frequent + ([RARE] if len(frequent) < len(ranked) else [])
     return out
+
+FORMATTED_NUMBER = r"^\s*[-+(]?\s*[$€£¥]?\s*\d[\d,.' ]*\s*%?\s*\)?\s*$"   # 1,362.90  $16.36  12 %  (40.00)
+
+def all_rare(values:pl.Series, min_count:int)->str:
+    "Why a text column whose every value is rare is dropped, with a hint when its values look like formatted numbers."
+    why = f"no value appears {min_count} times in train (all are {RARE}): free text or an id"
+    seen = values.drop_nulls()
+    if seen.len() and seen.str.contains(FORMATTED_NUMBER).mean() >= 0.9:
+        why += (f"; its values look like formatted numbers (e.g. {seen[0]!r}): derive a number from it, e.g. "
+                f"TRY_CAST(REPLACE(REPLACE({values.name}, '$', ''), ',', '') AS DOUBLE) in features.derived")
+    return why
 
 def category_code(column:str, categories:list[str])->pl.Expr:
     "Integer code of each value; rare or unseen -> the `__rare__` code if there is one, else null; null stays null."
@@ -183,7 +194,19 @@ class Preprocessor:
             rows:pl.Expr|None=None   # the training rows of `df`, e.g. `pl.col("split") == "train"`; None: every row
            )->"Preprocessor":
         "Learn everything from the training rows of `df`."
-        lf = df.lazy()
+        try: return self._fit(df.lazy(), rows)
+        except pl.exceptions.PolarsError as e: raise self._derived_failure(df.lazy(), e) from None
+
+    def _derived_failure(self, lf:pl.LazyFrame, e:Exception)->Exception:
+        "A clear `MlnbError` naming the derived feature that fails on `lf`; `e` itself if none fails alone."
+        for name, expr in derived_exprs(self.derived).items():
+            try: lf.select(expr).collect()
+            except pl.exceptions.PolarsError as err:
+                return MlnbError(f"derived feature '{name}' = '{self.derived[name]}' fails on the data: {str(err).splitlines()[0]}", where="config features.derived",
+                                 fix="TRY_CAST(x AS DOUBLE) gives null where a value does not convert; REPLACE(x, ',', '') drops thousands separators.")
+        return e
+
+    def _fit(self, lf:pl.LazyFrame, rows:pl.Expr|None)->"Preprocessor":
         train, schema, skip = lf if rows is None else lf.filter(rows), lf.collect_schema(), {self.target, *self.exclude}
         base = [c for c, t in schema.items() if c not in skip and (t in NUMERIC or t == pl.String)]
         self.inputs_, self.features_ = self._inputs(schema, base, base + list(self.derived)), base + list(self.derived)
@@ -196,6 +219,8 @@ class Preprocessor:
         self.clip_, medians = fit_clip_medians(sample, numeric, tuple(self.clip_quantiles) if self.clip_quantiles else None)
         self.medians_ = {**medians, **{c: 0.0 for c in self.categories_}}                 # a category's fill: its most frequent code
         self.dropped_ = select_features(train.select(self._features(fill=False, clip=False)), self.max_missing)   # pass 2
+        for c in [c for c, why in self.dropped_.items() if why == "constant" and self.categories_.get(c) == [RARE]]:
+            self.dropped_[c] = all_rare(sample[c], self.rare_min_count)
         self.features_ = [c for c in self.features_ if c not in self.dropped_]
         self.inputs_ = self._inputs(schema, [c for c in base if c in self.features_], self.features_)
         self.categories_, numeric = {c: v for c, v in self.categories_.items() if c in self.features_}, [c for c in numeric if c in self.features_]
@@ -232,7 +257,7 @@ class Preprocessor:
         lf = df.lazy()
         missing = [c for c in self.inputs_ if c not in lf.collect_schema()]
         if missing: raise MlnbError(f"input rows lack columns {', '.join(missing)}", fix="send every column of the model's signature.")
-        return lf.select(self._features(fill)).collect()
+        return lf.select(self._features(fill)).collect()   # a polars error here is the caller's to word (the service answers 422)
 
     def _features(self, fill:bool=True, clip:bool=True, only:list[str]|None=None)->list[pl.Expr]:
         "One expression per feature (or per feature in `only`): derived, coded or raw, as Float64, then clipped, filled and scaled."
@@ -300,6 +325,10 @@ def split_frame(df:pl.DataFrame,              # the snapshot
     if need and (not need[2] or need[2] not in df.columns):
         raise MlnbError(f"a {how} split needs a {need[0]}, and {need[2]!r} is not a column of the snapshot", where=f"config {need[1]}",
                         fix=f"set {need[1]} to one of: {', '.join(df.columns)}.")
+    if how == "time" and df.schema[time_column] == pl.String:
+        raise MlnbError(f"the time column '{time_column}' holds text (e.g. {df[time_column].drop_nulls().head(1).to_list()}), not dates or numbers, "
+                        "so a time split would order it as text", where="step 02_features",
+                        fix=f"give its format, e.g. data.date_formats: {{{time_column}: '%m/%d/%Y'}}, so step 00 parses it into dates.")
     if how == "time" and df[time_column].null_count():
         raise MlnbError(f"the time column '{time_column}' has {df[time_column].null_count()} missing values; a time split cannot place them",
                         where="step 02_features", fix="fill or drop those rows in the sources, or use another split.")
@@ -385,6 +414,20 @@ def check_columns(ev:EvaluateCfg,       # the evaluate section
             raise MlnbError(f"{key} names '{name}', which {why}" + (f" (did you mean '{close[0]}'?)" if close else ""), where=where,
                             fix=f"use one of: {', '.join(available)}" + ("; or keep PII as a keyed hash with data.pii_mode: pseudonymise" if name in pii else ""))
 
+def check_drop(drop:list[str],           # `features.drop`
+               columns:list[str],        # columns of the snapshot
+               derived:dict[str,str]={}, # `features.derived`
+               pii:list[str]=(),         # `data.pii` (step 00 has already removed or hashed them)
+               where:str="snapshot"):
+    "Raise a clear `MlnbError` for a `features.drop` entry that is no column: a misspelt name would keep the column it meant as a feature."
+    for name in drop:
+        if name in columns or name in pii: continue
+        if name in derived:
+            raise MlnbError(f"features.drop names '{name}', a derived feature", where="config features.drop", fix=f"remove '{name}' from features.derived instead.")
+        close = difflib.get_close_matches(name, columns, n=1)
+        raise MlnbError(f"features.drop names '{name}', which is not a column of the data" + (f" (did you mean '{close[0]}'?)" if close else ""),
+                        where=where, fix=f"use the columns' names: {', '.join(columns)}.")
+
 # %% ../nbs/02_features.ipynb #5f02614a
 def features_table(pre:Preprocessor)->pl.DataFrame:
     "One row per candidate feature: version, definition, kept or dropped and why, clip bounds."
@@ -400,6 +443,7 @@ def run_features(config_path:str|None=None, run_dir:str|None=None)->dict:
     cfg, data, opt = run.cfg, run.cfg.data, run.cfg.features
     df = load_frame(run.input("00_data", "snapshot.parquet"), key_file=data.key_file)   # decrypted in memory if encrypted at rest
     check_columns(cfg.evaluate, df.columns, data.target, data.pii if data.pii_mode == "drop" else [], where=f"snapshot {run.input('00_data', 'snapshot.parquet')}")
+    check_drop(opt.drop, df.columns, opt.derived, data.pii, where=f"snapshot {run.input('00_data', 'snapshot.parquet')}")
     if df[data.target].null_count():
         raise MlnbError(f"the target '{data.target}' has {df[data.target].null_count()} missing values", where="step 02_features",
                         fix="drop or label those rows; step 01_validate should have caught this.")

@@ -11,11 +11,11 @@ from .config import Config, load_config, save_config
 from .steps import JOBS, STEPS, STEP_NAMES, Step, get_step, notebooks_dir
 
 # %% auto #0
-__all__ = ['SHARED_MODULES', 'RUN_ID', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys', 'input_digests',
-           'external_digests', 'fingerprint', 'now', 'new_run_id', 'new_record', 'find_cached', 'link_tree',
-           'StepFailed', 'start_kernel', 'stop_kernel', 'ipc_kernel', 'KernelPool', 'running_cell', 'execute_step',
-           'cell_seconds', 'alive', 'progress_seconds', 'StepOutput', 'PipelineRun', 'run_pipeline', 'recorded_config',
-           'reproduce']
+__all__ = ['SHARED_MODULES', 'RUN_ID', 'NEW_RUN', 'parse_steps', 'pipeline_notebook', 'code_digest', 'config_keys',
+           'input_digests', 'external_digests', 'fingerprint', 'now', 'new_run_id', 'new_record', 'find_cached',
+           'link_tree', 'StepFailed', 'start_kernel', 'stop_kernel', 'ipc_kernel', 'KernelPool', 'running_cell',
+           'execute_step', 'cell_seconds', 'alive', 'progress_seconds', 'StepOutput', 'PipelineRun', 'run_pipeline',
+           'recorded_config', 'reproduce']
 
 # %% ../nbs/14_runner.ipynb #1ac78743
 def parse_steps(spec:str|None)->list[Step]:
@@ -122,14 +122,18 @@ def _same_fs(a, b)->bool:
     except OSError: return False
 
 # %% ../nbs/14_runner.ipynb #4f6e849e
+NEW_RUN = "after correcting the config, start a new `mlnb run` (a resumed run keeps its recorded config; the steps whose inputs did not change are reused)"
+
 class StepFailed(MlnbError):
     "A step notebook raised: names the step, the notebook and the cell."
     def __init__(self, step:str, notebook:Path, cell:int|None, source:str, error:str, fix:str|None=None):
         self.step, self.notebook, self.cell, self.error = step, notebook, cell, error
+        self.config = error.startswith("MlnbError: config ")     # the step names a config setting as the cause: a new run is the way on
         where = f"step {step}, cell {cell} of {notebook}" if cell is not None else f"step {step} ({notebook})"
         line = next((l for l in source.splitlines() if l.strip() and not l.startswith("#")), "").strip()
+        then = (NEW_RUN if self.config else "after fixing the data or the code, continue with `mlnb run --resume <run_id>`") + "."
         super().__init__(f"{error}" + (f"\n  in: {line}" if line else ""), where=where,
-                         fix=f"{fix or 'open the executed notebook for the full traceback'}; after fixing the data or the code, continue with `mlnb run --resume <run_id>`.")
+                         fix=f"{fix or 'open the executed notebook for the full traceback'}; {then}")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -405,9 +409,10 @@ class PipelineRun:
                            timings=dict(total_s=round(time.perf_counter() - started, 3), tracking_wait_s=round(time.perf_counter() - t_wait, 3)))
         if failed: self.record["error"] = str(failed)
         self.save()
-        if failed: self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}\n\ncontinue with: mlnb run --resume {self.run_dir.name}\n"
-                             f"(a resumed run keeps its recorded config, {self.run_dir/'config.yaml'}; after changing the config or a -p "
-                             "override, start a new `mlnb run` instead: the steps whose inputs did not change are reused)")
+        if failed and getattr(failed, "config", False): self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}")   # its fix says what to do
+        elif failed: self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}\n\ncontinue with: mlnb run --resume {self.run_dir.name}\n"
+                               f"(a resumed run keeps its recorded config, {self.run_dir/'config.yaml'}; after changing the config or a -p "
+                               "override, start a new `mlnb run` instead: the steps whose inputs did not change are reused)")
         else: self.echo(f"run {self.run_dir.name} ok in {self.record['timings']['total_s']:.1f}s -> {self.run_dir/'run.json'}")
         return self.record
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #30c5830c
 from __future__ import annotations
-import contextlib, difflib, functools, os, re
+import contextlib, difflib, functools, os, re, time
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -15,12 +15,12 @@ from .features import Preprocessor
 from .steps import StepRun, open_step
 
 # %% auto #0
-__all__ = ['PRIMARY', 'MAX_ONEHOT', 'LGB_METRIC', 'OWNED', 'VALUE_UNCHECKED', 'VALUE_UNCHECKED_PARTS', 'primary_metric',
-           'weighted_metrics', 'score', 'better', 'target_codes', 'load_xy', 'check_training_data', 'fit_dummy',
-           'linear_design', 'fit_linear', 'predict_baseline', 'fit_baselines', 'lgb_metric', 'lgb_aliases',
+__all__ = ['PRIMARY', 'MAX_ONEHOT', 'LGB_METRIC', 'OWNED', 'VALUE_UNCHECKED', 'VALUE_UNCHECKED_PARTS', 'PROGRESS_EVERY',
+           'primary_metric', 'weighted_metrics', 'score', 'better', 'target_codes', 'load_xy', 'check_training_data',
+           'fit_dummy', 'linear_design', 'fit_linear', 'predict_baseline', 'fit_baselines', 'lgb_metric', 'lgb_aliases',
            'lgb_param_problems', 'lgb_value_problems', 'quiet_stderr', 'lgb_params', 'sample_weights', 'cv_splits',
-           'fit_lgbm', 'predict', 'cross_validate', 'train_model', 'plot_curve', 'curves', 'save_booster', 'oof_frame',
-           'train_splits', 'run_environment', 'run_train']
+           'fit_lgbm', 'predict', 'progress', 'cross_validate', 'train_model', 'plot_curve', 'curves', 'save_booster',
+           'oof_frame', 'train_splits', 'run_environment', 'run_train']
 
 # %% ../nbs/03_train.ipynb #0a9756e5
 PRIMARY = {task: (names[0], METRICS[names[0]]) for task, names in TASK_METRICS.items()}   # task -> default metric, direction
@@ -306,12 +306,37 @@ def predict(booster:lgb.Booster, X:np.ndarray)->np.ndarray:
     "Predictions at the best iteration (probabilities for classification)."
     return booster.predict(X, num_iteration=booster.best_iteration or None)
 
+PROGRESS_EVERY = 10.0   # seconds between the progress lines of the steps' training (`mlnb run` shows the latest)
+
+def progress(label:str,               # what is training, e.g. "5-fold CV"
+             every:float|None=PROGRESS_EVERY,   # seconds between lines; None: no callback
+             best:bool=True,           # also the best value so far and its round (what early stopping watches)
+             echo=functools.partial(print, flush=True))->list:   # callbacks for `lgb.train` / `lgb.cv`
+    "A LightGBM callback that prints the round and the first metric of each evaluated set at most every `every` seconds."
+    if every is None: return []
+    t0 = shown = time.perf_counter()
+    top = {}                                                  # set -> (best value so far of the first metric, its round)
+    def show(env):
+        nonlocal shown
+        results = [r for r in env.evaluation_result_list if r.metric_name == env.evaluation_result_list[0].metric_name]
+        for r in results:
+            v = top.get(r.dataset_name, (None,))[0]
+            if v is None or (r.metric_value > v if r.maximize else r.metric_value < v): top[r.dataset_name] = (r.metric_value, env.iteration + 1)
+        if (now := time.perf_counter()) - shown < every: return
+        shown = now
+        sets = "".join(f", {r.dataset_name} {r.metric_name} {r.metric_value:.4f}" + (f" ± {r.metric_std_dev:.4f}" if r.metric_std_dev else "")
+                       + (f", best {top[r.dataset_name][0]:.4f} at round {top[r.dataset_name][1]}" if best else "") for r in results)
+        echo(f"{label}: round {env.iteration + 1} of at most {env.end_iteration}{sets}; {now - t0:.0f}s")
+    return [show]
+
 def cross_validate(X:np.ndarray, y:np.ndarray, params:dict, splits:list, features:list[str], categorical:list[str], task:str,
-                   rounds:int=1000, patience:int=50, weight:np.ndarray|None=None)->dict:
+                   rounds:int=1000, patience:int=50, weight:np.ndarray|None=None,
+                   every:float|None=None             # print progress at most this often (seconds); None: silent
+                  )->dict:
     "k-fold CV with early stopping on the mean fold metric: rounds, out-of-fold predictions, per-fold metrics, the curve."
     data = lgb.Dataset(X, y, weight=weight, feature_name=features, categorical_feature=categorical, free_raw_data=False)
     res = lgb.cv(params, data, rounds, folds=splits, return_cvbooster=True,
-                 callbacks=[lgb.early_stopping(patience, first_metric_only=True, verbose=False)])
+                 callbacks=[lgb.early_stopping(patience, first_metric_only=True, verbose=False), *progress(f"{len(splits)}-fold CV", every)])
     cvb = res.pop("cvbooster")
     best = cvb.best_iteration or len(next(iter(res.values())))
     oof = np.full((len(y), params["num_class"]) if task == "multiclass" else len(y), np.nan)
@@ -326,13 +351,15 @@ def cross_validate(X:np.ndarray, y:np.ndarray, params:dict, splits:list, feature
 def train_model(X:np.ndarray, y:np.ndarray, params:dict, splits:list, features:list[str], categorical:list[str], task:str,
                 rounds:int=1000, patience:int=50, weight:np.ndarray|None=None,
                 valid:tuple|None=None,           # (X, y) of the validation split, for the final model's learning curve
-                curve_rows:int=20_000            # training rows sampled for the final model's training curve
+                curve_rows:int=20_000,           # training rows sampled for the final model's training curve
+                every:float|None=None            # print progress at most this often (seconds); None: silent
                )->tuple[lgb.Booster, dict]:
     "Cross-validate to choose the number of rounds, then fit the final model on all of `X` with that many."
-    cv = cross_validate(X, y, params, splits, features, categorical, task, rounds, patience, weight)
+    cv = cross_validate(X, y, params, splits, features, categorical, task, rounds, patience, weight, every)
     sample = np.random.default_rng(params.get("seed", 0)).permutation(len(y))[:curve_rows]
     sets = {"train": (X[sample], y[sample]), **({"valid": valid} if valid is not None else {})}
-    booster, curve = fit_lgbm(X, y, params, features, categorical, cv["rounds"], valid=sets, patience=None, weight=weight)
+    booster, curve = fit_lgbm(X, y, params, features, categorical, cv["rounds"], valid=sets, patience=None, weight=weight,
+                              callbacks=progress(f"final model ({len(y):,} rows)", every, best=False))
     return booster, {**cv, "final_curve": curve}
 
 # %% ../nbs/03_train.ipynb #701b47d2
@@ -401,7 +428,7 @@ def run_train(config_path:str|None=None, run_dir:str|None=None)->dict:
     baselines = fit_baselines(X, y, task, cats, k, balance.get("counts") if balance.get("mode") == "downsample" else None, weight, cfg.seed)
     save_json(baselines, run.output("baselines.json"))
     booster, cv = train_model(X, y, params, splits, pre.features_, pre.categorical_, task, cfg.train.num_boost_round,
-                              cfg.train.early_stopping_rounds, weight, valid=(Xv, yv))
+                              cfg.train.early_stopping_rounds, weight, valid=(Xv, yv), every=PROGRESS_EVERY)
     save_booster(booster, run.output("model.txt"))
     ids = pl.read_parquet(run.input("02_features", "train.parquet"), columns=[cfg.data.id_column])[:, 0] \
           if cfg.data.id_column else pl.Series("row", np.arange(len(y)))

@@ -11,8 +11,8 @@ import polars as pl
 import optuna
 from .core import MlnbError, atomic_path, digest, save_json, sha256_file
 from .config import METRICS
-from .train import (check_training_data, curves, fit_lgbm, lgb_params, load_xy, oof_frame, plot_curve, predict, primary_metric,
-                        sample_weights, save_booster, score, train_model, train_splits)
+from .train import (PROGRESS_EVERY, check_training_data, curves, fit_lgbm, lgb_params, load_xy, oof_frame, plot_curve, predict,
+                        primary_metric, sample_weights, save_booster, score, train_model, train_splits)
 from .steps import open_step
 
 # %% auto #0
@@ -183,7 +183,7 @@ def run_tune(config_path:str|None=None, run_dir:str|None=None)->dict:
     splits = train_splits(run, info, y)
     print(f"search done in {search_s:.0f}s; the final model: {len(splits)}-fold CV with the best parameters, then a fit on all training rows", flush=True)
     booster, cv = train_model(X, y, params, splits, pre.features_, pre.categorical_, task, cfg.train.num_boost_round,
-                              cfg.train.early_stopping_rounds, sample_weights(y, task, balance), valid=(Xv, yv))
+                              cfg.train.early_stopping_rounds, sample_weights(y, task, balance), valid=(Xv, yv), every=PROGRESS_EVERY)
     save_booster(booster, run.output("model.txt"))
     trials = trials_frame(study)
     save_json(dict(params=params, best_iteration=cv["rounds"], trials=trials.height, study=name, best_trial=study.best_trial.number,

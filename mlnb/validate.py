@@ -46,6 +46,7 @@ CHECKS = {  # check -> (default severity, what it checks)
     "target_values": ("error", "the target has at least two distinct values"),
     "target_finite": ("error", "no NaN or infinite value in a numeric target"),
     "class_share": ("warning", "every class at least validate.min_class_share of the rows"),
+    "class_labels": ("warning", "no two class labels that differ only in case or surrounding spaces ('yes', 'Yes ')"),
     "outliers": ("warning", "no value beyond validate.outlier_z robust z-scores"),
     "leakage": ("error", "no single feature predicts the target with AUC >= validate.leakage_auc"),
     "severity": ("warning", "validate.severity names known checks"),
@@ -395,6 +396,12 @@ def check_labels(df:pl.DataFrame, target:str, min_share:float=0.01, id_col:str|N
         fmt = lambda s: ", ".join(f"{v} {p:.1%}" for v, p in zip(s[target], s["share"]))
         rows.append(_row("class_share", target, low.height == 0,
                          f"below {min_share:.1%}: {fmt(low)}" if low.height else f"{fmt(shares)} (minimum {min_share:.1%})"))
+        if y.dtype == pl.String:                                  # 'yes' and 'Yes' would be two classes
+            same = (shares.group_by(pl.col(target).str.strip_chars().str.to_lowercase().alias("key"), maintain_order=True)
+                          .agg(pl.col(target), pl.col("share")).filter(pl.col(target).list.len() > 1))
+            rows.append(_row("class_labels", target, same.height == 0, "; ".join(
+                " and ".join(f"{v!r} ({p:.1%})" for v, p in zip(vs, ps)) + " are separate classes" for vs, ps in same.select(target, "share").iter_rows())
+                or f"{k} distinct labels"))
     return rows
 
 # %% ../nbs/01_validate.ipynb #dd20a1b0

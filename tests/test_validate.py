@@ -179,7 +179,7 @@ def test_run_writes_contract_and_a_tightened_contract_fails_the_run(cli, tmp_pat
     res = cli("run", "--steps", "00-01", "--run-id", "ref", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     step = tmp_path/"runs"/"ref"/"01_validate"
-    project_contract = tmp_path/"data"/"contract.yaml"    # where the step keeps it until the config has validate.contract
+    project_contract = tmp_path/"data"/"contracts"/"churn.yaml"   # the default: data/contracts/<model name>.yaml
     assert project_contract.is_file() and load_contract(step/"contract.yaml") == load_contract(project_contract)
     record = json.loads((step/"step.json").read_text())
     assert record["metrics"]["errors"] == 0 and record["summary"]["contract"].startswith("no data contract at")
