@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_cli.ipynb #3d23834a
 from __future__ import annotations
-import argparse, json, shutil, sys
+import argparse, json, os, shutil, sys
 from pathlib import Path
 from .core import MlnbError
 
@@ -97,8 +97,10 @@ def _list_models(reg:Path, name:str|None)->int:
     names = [r.check_name(name)] if name else r.models(reg)
     if not names: print(f"no models registered in {reg}"); return 0
     for name in names:
-        aliases = r.read_aliases(reg, name)
+        aliases, recorded = r.read_aliases(reg, name), r.recorded_aliases(reg, name)
         print(f"{name}  ({', '.join(f'{a}={v}' for a, v in aliases.items()) or 'no aliases'})")
+        if recorded and recorded != aliases:
+            print(f"  WARNING: aliases.json is not what the audit log records {recorded}: it was changed by hand (`mlnb models audit {name} --verify`)")
         for v in r.versions(reg, name):
             try: r.verify(reg/name/v)
             except MlnbError as e: print(f"  {v:5} INTEGRITY CHECK FAILED: {e.what}"); continue
@@ -186,6 +188,9 @@ def _monitor(args)->int:
     if rec["status"] != "ok": return 1
     s = rec["steps"]["08_monitor"]["summary"]
     print(f"{s['model']}@{s['version']}: " + ("retrain recommended: " + "; ".join(s["reasons"]) if s["retrain"] else "no retraining needed"))
+    for note in s.get("notes", []): print(f"  note: {note}")                # what held the verdict back, or needs a look anyway
+    if s.get("drifted") and not s["retrain"]: print(f"  drifting, but not enough to retrain: {', '.join(s['drifted'])}")
+    print(f"  details: {Path(cfg.runs_dir)/rec['run_id']/'08_monitor'/'report.json'}")
     return 0
 
 def _retrain(args)->int:
@@ -267,8 +272,10 @@ def _serve(args)->int:
     from mlnb.serve import load_keys, worker_socket
     load_keys(settings)                                                 # before "serving": a missing key ring, no keys on a public address,
     worker_socket(settings.host, port).close()                         # a taken port or a bad address
-    print(f"serving {package.name}@{package.version} on http{'s' if tls else ''}://{settings.host}:{port} with {workers} worker(s) (docs at /docs)", flush=True)
-    serve(settings, port, workers, tls, tls_key, cfg.graceful_shutdown_s, package if workers == 1 else None)
+    url = f"http{'s' if tls else ''}://{settings.host}:{port}"
+    print(f"starting {package.name}@{package.version} on {url} with {workers} worker(s) ...", flush=True)
+    serve(settings, port, workers, tls, tls_key, cfg.graceful_shutdown_s, package if workers == 1 else None,
+          ready=f"serving {package.name}@{package.version} on {url}: ready (docs at {url}/docs)")
     return 0
 
 def _predict(args)->int:
@@ -326,3 +333,6 @@ def main(argv:list[str]|None=None)->int:
     except KeyboardInterrupt:
         print(f"mlnb {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:              # the reader went away (`mlnb models audit churn | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the interpreter's final flush does not fail again
+        return 141

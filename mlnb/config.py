@@ -523,7 +523,10 @@ def load_config(path:str|Path,             # the YAML file, usually mlnb.yaml
     except UnicodeDecodeError as e:
         line = path.read_bytes()[:e.start].count(b"\n") + 1
         raise MlnbError(f"not UTF-8 text: byte {e.object[e.start:e.start + 1]!r} on line {line}", where=str(path), fix="save the file as UTF-8.") from None
-    raw = read_yaml(text, str(path)) or {}
+    raw = read_yaml(text, str(path))
+    if raw is None:                       # an empty file would run the demo on the library's defaults, which is rarely what was meant
+        raise MlnbError("the config file is empty", where=str(path),
+                        fix="start from mlnb.yaml in the mlnb repository, or write the few keys your data needs (README: 'Your own data').")
     if not isinstance(raw, dict):
         raise MlnbError(f"the top level must be a mapping of sections, not {type(raw).__name__}", where=str(path))
     raw = apply_overrides(raw, list(overrides))
@@ -531,7 +534,7 @@ def load_config(path:str|Path,             # the YAML file, usually mlnb.yaml
     except ValidationError as err:
         ov = dict(o.split("=", 1) for o in overrides)
         problems = "\n".join(f"  - {m}" for m in config_errors(err, text, ov))
-        raise MlnbError(f"invalid config:\n{problems}", where=str(path), fix="correct the keys above; nothing has run.") from None
+        raise MlnbError(f"invalid config:\n{problems}", where=str(path), fix="correct the settings above; nothing has run.") from None
     return _resolve_paths(cfg, path.parent.resolve())
 
 def save_config(cfg:Config, path:str|Path)->Path:

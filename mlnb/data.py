@@ -539,7 +539,7 @@ def run_data(config_path:str|None=None, # pipeline config (the runner passes the
     run.log_params(snapshot=manifest["id"], sources=[s.name for s in data.sources], pii_mode=mode,
                    pii_dropped=manifest["pii_dropped"], pii_pseudonymised=pii if mode == "pseudonymise" else [])
     print(f"snapshot {manifest['id']}: {df.height:,} rows x {df.width} columns from {len(data.sources)} sources; "
-          f"PII {'dropped' if mode == 'drop' else 'pseudonymised'}: {pii}; stored in {store.root} (parent {stored['parent']})"
+          f"PII {'dropped' if mode == 'drop' else 'pseudonymised'}: {pii}; stored in {store.root} ({'parent ' + stored['parent'] if stored['parent'] else 'the first'})"
           + (f"; pruned {len(pruned)} old snapshot(s)" if pruned else ""))
     run.log_table(df.head(5).drop(pii, strict=False), "sample")        # PII columns, even pseudonymised, stay out of logs and W&B
     run.log_artifact(run.output("snapshot.parquet"), "dataset", name="snapshot")

@@ -287,7 +287,8 @@ def join_labels(log:pl.DataFrame, labels:pl.DataFrame, where:str="labels")->tupl
     if "request_id" not in log.columns:
         raise MlnbError("the prediction log has no request_id column, so labels cannot be joined", where="monitor.batch")
     keys = ["request_id", *(["record"] if "record" in log.columns and "record" in labels.columns else [])]
-    joined = log.with_columns(pl.col("request_id").cast(pl.String)).join(labels.drop_nulls("label"), on=keys, how="inner")
+    same = lambda df: df.with_columns(pl.col("request_id").cast(pl.String), *([pl.col("record").cast(pl.Int64)] if len(keys) > 1 else []))
+    joined = same(log).join(same(labels.drop_nulls("label")), on=keys, how="inner")
     if joined.height == 0:
         raise MlnbError(f"none of the {labels.height} labels matches a request in the prediction log ({log.height} rows)", where=where,
                         fix="take request_id from the service's /predict responses, and monitor the log that holds those requests.")
@@ -506,7 +507,7 @@ def retrain(config_path:str|Path="mlnb.yaml",  # the pipeline config
     challenger = ModelPackage(resolve(f"{name}@{version}", reg))
     gate = load_json(run_dir/"05_evaluate"/"gate.json")
     if champion is None: verdict = dict(wins=True, reason=f"no {alias} model yet")
-    elif champion.version == version: verdict = dict(wins=False, reason=f"the retrained model is {version} again: nothing new")
+    elif champion.version == version: verdict = dict(wins=False, reason=f"retraining made {version} again: neither the data nor the config changed")
     else:
         log, labels, where = judge_rows(run_dir, cfg)
         verdict = compare_models(champion, challenger, log, labels, margin=cfg.monitor.promote_margin, where=where)
@@ -514,7 +515,8 @@ def retrain(config_path:str|Path="mlnb.yaml",  # the pipeline config
     reason = verdict["reason"] + ("" if gate.get("passed") else f"; its quality gate failed ({gate.get('reason')})")
     if promote: set_alias(reg, name, alias, version, reason=f"retrain: {reason}")
     else: record_decision(reg, name, f"retrain: kept {champion.version if champion else 'no model'}", reason, challenger=version, run_id=rec["run_id"])
-    echo(f"{'promoted' if promote else 'kept out'} {name}@{version}: {reason}")
+    echo(f"{name}@{alias} stays {version}: {reason}" if champion and champion.version == version else
+         f"{'promoted' if promote else 'kept out'} {name}@{version}: {reason}")
     return {**out, "promoted": promote, "version": version, "reason": reason, "comparison": verdict}
 
 # %% ../nbs/08_monitor.ipynb #7a64830a
@@ -575,4 +577,4 @@ def run_monitor(config_path:str|None=None, run_dir:str|None=None)->dict:
                     **{f"psi_{c}": v for c, v in drift_gauges(report).items()}, **({f"live_{perf['metric']}": perf["value"]} if perf and perf["value"] is not None else {}))
     run.log_params(model=name, version=folder.name, batch=source, labels=m.labels, thresholds=report["thresholds"])
     print(f"{name}@{m.alias} ({folder.name}), {report['rows']:,} rows: " + ("RETRAIN: " + " | ".join(decision["reasons"]) if decision["retrain"] else "no retraining needed"))
-    return run.finish(model=name, version=folder.name, retrain=decision["retrain"], reasons=decision["reasons"], drifted=decision["drifted"])
+    return run.finish(model=name, version=folder.name, retrain=decision["retrain"], reasons=decision["reasons"], drifted=decision["drifted"], notes=decision["notes"])

@@ -16,10 +16,10 @@ from .steps import open_step
 # %% auto #0
 __all__ = ['NAME', 'VERSION', 'ALIASES', 'REGISTRY_KEYS_ENV', 'TOKEN_ENV', 'ACTION_ROLES', 'check_name', 'check_version',
            'models', 'model_dir', 'resolve', 'read_aliases', 'seal', 'verify', 'ModelPackage', 'audit_log',
-           'audit_problems', 'access_ring', 'register', 'set_alias', 'rollback', 'model_card', 'record_decision',
-           'versions', 'describe', 'diff_versions', 'trail', 'signature', 'exact_thresholds', 'onnx_predict',
-           'export_onnx', 'pinned_requirements', 'mlnb_wheel', 'dockerfile', 'build_package', 'environment',
-           'monitoring_reference', 'run_package']
+           'recorded_aliases', 'audit_problems', 'access_ring', 'register', 'set_alias', 'rollback', 'model_card',
+           'record_decision', 'versions', 'describe', 'diff_versions', 'trail', 'signature', 'exact_thresholds',
+           'onnx_predict', 'export_onnx', 'pinned_requirements', 'mlnb_wheel', 'dockerfile', 'build_package',
+           'environment', 'monitoring_reference', 'run_package']
 
 # %% ../nbs/06_package.ipynb #a8c49878
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -48,7 +48,7 @@ def model_dir(registry:str|Path, name:str)->Path:
     folder = Path(registry)/check_name(name)
     if not folder.is_dir():
         known = models(registry)
-        raise MlnbError(f"no model '{name}' in the registry {registry}" + ("" if Path(registry).is_dir() else " (no such folder)"), where=str(registry),
+        raise MlnbError(f"no model '{name}' in the registry at {registry}" + ("" if Path(registry).is_dir() else " (no such folder)"), where=str(registry),
                         fix=f"models there: {', '.join(known)}." if known else "check --registry (or package.registry), or run the pipeline to register a model.")
     return folder
 
@@ -65,6 +65,12 @@ def resolve(ref:str, registry:str|Path="registry")->Path:
     if tag in ALIASES:
         version = read_aliases(registry, name).get(tag)
         if not version: raise MlnbError(f"model '{name}' has no '{tag}' alias yet", where=str(folder), fix="run the pipeline (step 07 promotes) or `mlnb models promote`.")
+        recorded = recorded_aliases(registry, name)
+        if recorded and recorded.get(tag) != version:
+            raise MlnbError(f"aliases.json says {name}@{tag} is {version}, but the audit log records {recorded.get(tag) or 'no such alias'}: "
+                            "the file was changed by hand", where=str(folder/"aliases.json"),
+                            fix=f"`mlnb models audit {name} --verify` lists what changed; restore the file, or move the alias with "
+                                "`mlnb models promote` or `rollback`, which record the move.")
         tag = version
     if not (folder/check_version(tag)).is_dir(): raise MlnbError(f"model '{name}' has no version {tag}", where=str(folder))
     return folder/tag
@@ -161,6 +167,10 @@ def _replay(entries:list[dict])->tuple[dict, dict]:
         if not stack or stack[-1] != e.get("version"): stack.append(e.get("version"))
         aliases[e.get("alias")] = e.get("version")
     return aliases, stacks
+
+def recorded_aliases(registry:str|Path, name:str)->dict:
+    "The aliases the hash-chained audit log's moves add up to ({} when it records none), to hold aliases.json to."
+    return _replay(audit_log(registry, name))[0]
 
 def audit_problems(folder:str|Path,
                    files:bool=False   # also check every version's files against its checksums (`mlnb models audit --verify`)
@@ -602,6 +612,6 @@ def run_package(config_path:str|None=None, run_dir:str|None=None)->dict:
     run.log_params(model=cfg.package.model_name, version=version)
     if onnx.get("parity"): run.log_metrics(onnx_max_abs_diff=onnx["parity"]["max_abs_diff"])
     run.log_artifact(folder, "model", name=cfg.package.model_name)
-    print(f"{'registered' if new else 'already registered as'} {cfg.package.model_name}@{version} in {folder}")
     print(f"ONNX: {'model.onnx, max abs difference ' + format(onnx['parity']['max_abs_diff'], '.1e') + ' on ' + str(onnx['parity']['rows']) + ' rows' if onnx['exported'] else onnx['reason']}")
+    print(f"{'registered' if new else 'already registered as'} {cfg.package.model_name}@{version} in {folder}")
     return run.finish(model=cfg.package.model_name, version=version, new=new, onnx=onnx["exported"])

@@ -129,9 +129,11 @@ class StepFailed(MlnbError):
     def __init__(self, step:str, notebook:Path, cell:int|None, source:str, error:str, fix:str|None=None):
         self.step, self.notebook, self.cell, self.error = step, notebook, cell, error
         self.config = error.startswith("MlnbError: config ")     # the step names a config setting as the cause: a new run is the way on
+        self.job = step in {j.name for j in JOBS}                 # a job (08_monitor) is simply run again
         where = f"step {step}, cell {cell} of {notebook}" if cell is not None else f"step {step} ({notebook})"
         line = next((l for l in source.splitlines() if l.strip() and not l.startswith("#")), "").strip()
-        then = (NEW_RUN if self.config else "after fixing the data or the code, continue with `mlnb run --resume <run_id>`") + "."
+        then = ("after fixing it, run the job again (`mlnb monitor`)" if self.job else NEW_RUN if self.config
+                else "after fixing the data or the code, continue with `mlnb run --resume <run_id>`") + "."
         super().__init__(f"{error}" + (f"\n  in: {line}" if line else ""), where=where,
                          fix=f"{fix or 'open the executed notebook for the full traceback'}; {then}")
 
@@ -262,11 +264,15 @@ def cell_seconds(notebook:Path)->float:
 
 # %% ../nbs/14_runner.ipynb #ddccdb50
 def _closure(steps:list[Step])->list[Step]:
-    "The chosen steps plus everything upstream of them, in pipeline order."
+    "The chosen steps plus everything upstream of them (what they read, and the steps they come `after`), in pipeline order."
     need = {s.name for s in steps}
     for s in reversed(STEPS):
-        if s.name in need: need |= set(s.upstream)
+        if s.name in need: need |= set(s.upstream) | set(s.after)
     return [s for s in (*STEPS, *JOBS) if s.name in need]
+
+def _gates(plan:list[Step])->set[str]:
+    "The steps some step of `plan` comes `after`: run unless an earlier run passed them for the same inputs (validation is cheap, and must pass)."
+    return {a for s in plan for a in s.after}
 
 # %% ../nbs/14_runner.ipynb #9bf31a84
 def alive(pid:int|None)->bool:
@@ -319,11 +325,13 @@ class StepOutput:
         self.tag, self.echo, self.stream, self.every = tag, echo, stream, every
         self.t0 = self.shown = time.perf_counter()
         self.partial, self.drawn, self.pending, self.timer, self.lock = "", False, None, None, threading.Lock()
+        self.last = self.shown_line = None       # the latest line the step printed (its summary, when it ends), and the latest shown
 
     def write(self, text:str):
         self.partial += text
         *lines, self.partial = self.partial.split("\n")
         if not (line := next((l.strip() for l in reversed(lines) if l.strip()), "")): return
+        self.last = line
         if self.stream is not None:
             self.stream.write("\r\x1b[K" + self._status(line)[:shutil.get_terminal_size().columns - 1]); self.stream.flush(); self.drawn = True
             return
@@ -340,7 +348,7 @@ class StepOutput:
     def _show(self):
         with self.lock:
             line, self.pending, self.timer, self.shown = self.pending, None, None, time.perf_counter()
-        if line: self.echo(self._status(line))
+        if line: self.echo(self._status(line)); self.shown_line = line
 
     def flush(self): pass
 
@@ -397,6 +405,7 @@ class PipelineRun:
         self.save()
         if wandb_id: self.mirror.submit(step.name, wandb_id)
         self.echo(f"{tag} done    {duration:6.1f}s  (step {step_rec.get('compute_s', 0):.1f}s, overhead {duration - cells:.1f}s)")
+        if out.last and out.last != out.shown_line: self.echo(f"{tag} {out.last}")   # the step's own last word: what it found or made
 
     def finish(self, failed:Exception|None, started:float)->dict:
         "Wait for W&B, write the final record, and say how the run ended."
@@ -409,7 +418,9 @@ class PipelineRun:
                            timings=dict(total_s=round(time.perf_counter() - started, 3), tracking_wait_s=round(time.perf_counter() - t_wait, 3)))
         if failed: self.record["error"] = str(failed)
         self.save()
-        if failed and getattr(failed, "config", False): self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}")   # its fix says what to do
+        if failed and (getattr(failed, "config", False) or getattr(failed, "job", False)): self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}")   # its fix says what to do
+        elif failed and str(getattr(failed, "where", None) or "").startswith("config"):   # the runner's own check of the config: resuming would repeat it
+            self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}\n\n{NEW_RUN[0].upper()}{NEW_RUN[1:]}.")
         elif failed: self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}\n\ncontinue with: mlnb run --resume {self.run_dir.name}\n"
                                f"(a resumed run keeps its recorded config, {self.run_dir/'config.yaml'}; after changing the config or a -p "
                                "override, start a new `mlnb run` instead: the steps whose inputs did not change are reused)")
@@ -443,8 +454,14 @@ def run_pipeline(config_path:str|Path="mlnb.yaml",  # the pipeline config
     record["pid"] = os.getpid()                                   # `--resume` refuses a run whose process still runs
     run = PipelineRun(cfg, run_dir, config_file, record, echo, every)
     run.save()
-    plan, chosen, failed = _closure(todo), {s.name for s in todo}, None
-    echo(f"run {run_dir.name}: {len(todo)} step(s) -> {run_dir}  (W&B {run.mode})")
+    for name, r in record["steps"].items():      # resumed: steps that finished while their W&B logging was cut short (Ctrl-C) are logged now
+        if r.get("status") == "ok" and (r.get("wandb") or {}).get("status") == "queued": run.mirror.submit(name, r["wandb"]["id"])
+    plan, failed = _closure(todo), None
+    chosen = {s.name for s in todo} | (_gates(plan) - set(run.outputs))
+    done = [s for s in plan if s.name in run.outputs and s.name not in chosen]     # a resumed run's finished steps
+    upstream = len(plan) - len(chosen) - len(done)
+    echo(f"run {run_dir.name}: {len(chosen)} step(s)" + "".join(f", {n} {what}" for n, what in ((upstream, "upstream from earlier runs"), (len(done), "done before"))
+                                                              if n) + f" -> {run_dir}  (W&B {run.mode})")
     upcoming = lambda i: [s for s in plan[i:] if s.name in chosen]     # the steps that may execute, from plan[i] on
     run.pool.prepare(first := upcoming(0)[:1])     # the first kernel alone: the step waits for it, and much else starts now
     if first:          # what the runner itself will import (~2.5 s in all), while the first kernel starts

@@ -9,7 +9,8 @@ __all__ = ['FOLLOW_S', 'SERVE_ROLES', 'MAX_ERRORS', 'FEATURE_ERRORS', 'FILE_FORM
            'predict_frame', 'explain_matrix', 'Served', 'PredictionLog', 'ServeSettings', 'is_loopback', 'load_keys',
            'Metrics', 'DriftWatch', 'create_app', 'Timed', 'file_format', 'scan_input', 'convert', 'bad_line',
            'first_bad_value', 'read_batches', 'score_batches', 'write_frames', 'score_file', 'app_from_env',
-           'worker_socket', 'run_workers', 'serve', 'free_port', 'running_service', 'smoke_test', 'run_deploy']
+           'worker_socket', 'run_workers', 'say_when_ready', 'serve', 'free_port', 'running_service', 'smoke_test',
+           'run_deploy']
 
 # %% ../nbs/07_deploy.ipynb #8b94ba41
 import asyncio, bisect, collections, contextlib, datetime as dt, errno, gc, io, ipaddress, itertools, json, logging, math, os, re, secrets, shutil, socket, subprocess, sys, tempfile, threading, time
@@ -376,7 +377,8 @@ class PredictionLog:
         out = pl.col("out").struct
         return (frame.select(pl.from_epoch((pl.col("time") * 1e6).cast(pl.Int64), time_unit="us").dt.replace_time_zone("UTC").alias("time"),
                              out.field("model", "version", "request_id"), "in", out.field(*outputs))
-                     .explode(["in", *outputs]).unnest("in"))
+                     .explode(["in", *outputs]).unnest("in")
+                     .with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).over("request_id").alias("record")))   # its position in the request, for labels
 
     def _write(self, lines:list[bytes]):
         "One Parquet file for the queued requests (requests repeated over their records)."
@@ -1016,11 +1018,27 @@ def run_workers(factory:str,        # "module:function" returning the app, impor
         for sig, handler in previous.items(): signal.signal(sig, handler)
     if failed: raise MlnbError(failed, fix="the other workers were stopped; fix the cause and start the service again.")
 
+def say_when_ready(url:str,          # the service's base URL
+                   line:str,         # what to print once it answers /ready
+                   timeout:float=600):
+    "Print `line` from a background thread once the service at `url` answers `/ready` (its workers have loaded and warmed up)."
+    import httpx
+    url = url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")   # a wildcard bind is reached on loopback
+    def watch():
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/ready", timeout=2, verify=False).status_code == 200: print(line, flush=True); return
+            time.sleep(0.2)
+    threading.Thread(target=watch, daemon=True, name="mlnb-serve-ready").start()
+
 def serve(settings:ServeSettings, port:int=8000, workers:int=1, ssl_certfile:str|None=None, ssl_keyfile:str|None=None,
-          graceful_s:float=10, package:ModelPackage|None=None):
+          graceful_s:float=10, package:ModelPackage|None=None,
+          ready:str|None=None):              # a line to print once the service answers /ready
     "Serve until stopped (SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush the prediction log)."
     import uvicorn
     load_keys(settings)                           # refuse early: no keys on a public address
+    if ready: say_when_ready(f"http{'s' if ssl_certfile else ''}://{settings.host if ':' not in settings.host else f'[{settings.host}]'}:{port}", ready)
     settings = settings._replace(workers=workers, watch_seconds=settings.watch_seconds or (FOLLOW_S if workers > 1 else 0.0))   # a reload reaches one worker
     kw = dict(host=settings.host, port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False,
               timeout_graceful_shutdown=graceful_s, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)

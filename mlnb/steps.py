@@ -26,6 +26,7 @@ class Step:
     cache: bool = True      # False: always re-run (steps with effects beyond the run folder)
     external: str|None = None  # "module.function" giving digests of inputs outside the run (cfg -> dict), for the fingerprint
     warm: tuple = ()        # libraries its code imports on demand, imported ahead in the kernel prepared for it
+    after: tuple = ()       # steps that must have passed first though it reads nothing of theirs (01_validate gates the data)
 
     @property
     def notebook(self)->str: return f"{self.name}.ipynb"
@@ -41,7 +42,8 @@ STEPS = (
          warm=("sqlalchemy",)),
     Step("01_validate", "validate", "run_validate", ("00_data/snapshot.parquet",),             ("data", "validate"), external="mlnb.validate.contract_digest",
          warm=("pandera.polars", "matplotlib.pyplot")),
-    Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "problem.task", "evaluate.slices", "evaluate.sensitive")),
+    Step("02_features", "features", "run_features", ("00_data/snapshot.parquet",),             ("seed", "data", "features", "problem.task", "evaluate.slices", "evaluate.sensitive"),
+         after=("01_validate",)),
     Step("03_train",    "train",    "run_train",    _SPLITS,                                   ("seed", "data", "problem", "train"), warm=("matplotlib.pyplot",)),
     Step("04_tune",     "tune",     "run_tune",     _SPLITS,                                   ("seed", "data", "problem", "train", "tune"),
          warm=("alembic", "sklearn.linear_model", "matplotlib.pyplot")),

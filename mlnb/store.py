@@ -48,10 +48,12 @@ class SnapshotStore:
 
     def get(self, ref:str)->dict:
         "The manifest of the snapshot whose id starts with `ref` (a unique prefix of at least 4 characters)."
-        hits = [i for i in self.ids() if i.startswith(ref)] if len(ref) >= 4 else []
+        if len(ref) < 4: raise MlnbError(f"'{ref}' is too short to name a snapshot: give at least 4 characters of its id", where=str(self.root),
+                                         fix="use `mlnb data list` to see the ids.")
+        hits = [i for i in self.ids() if i.startswith(ref)]
         if len(hits) != 1:
             raise MlnbError(f"{'no' if not hits else 'more than one'} snapshot id starts with '{ref}'", where=str(self.root),
-                            fix="use `mlnb data list` to see the ids (give at least 4 characters).")
+                            fix="use `mlnb data list` to see the ids.")
         return {**load_json(self.root/hits[0]/"manifest.json"), "path": str(self.root/hits[0]/"snapshot.parquet")}
 
 # %% ../nbs/16_store.ipynb #90f88958

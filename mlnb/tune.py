@@ -210,6 +210,7 @@ def run_tune(config_path:str|None=None, run_dir:str|None=None)->dict:
     c, spread = curves(cv, params["metric"])
     run.log_plot(plot_curve(c, params["metric"], cv["rounds"], spread), "learning_curve")
     run.log_artifact(run.output("model.txt"), "model", name="model")
-    print(f"best of {trials.height} trials ({n('pruned')} pruned): valid {metric} {study.best_value:.4f} with {study.best_params}; "
+    shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in study.best_params.items()}   # best_params.json keeps every digit
+    print(f"best of {trials.height} trials ({n('pruned')} pruned): valid {metric} {study.best_value:.4f} with {shown}; "
           f"final model CV {metric} {cv['cv'][metric]:.4f}, {cv['rounds']} rounds")
     return run.finish(task=task, metric=metric, best_params=study.best_params, study=name)

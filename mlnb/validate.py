@@ -581,11 +581,11 @@ def run_validate(config_path:str|None=None, run_dir:str|None=None)->dict:
     errors, warnings = failures(report), failures(report, "warning")
     run.log_metrics(checks=report.height, errors=errors.height, warnings=warnings.height)
     origin = keep_contract(contract, path, inferred, errors.height == 0, f"snapshot {sha256_file(snapshot)[:12]} ({df.height:,} rows) on {datetime.now(timezone.utc):%Y-%m-%d}")
-    print(f"{origin}\n{report.height} checks: {errors.height} errors, {warnings.height} warnings")
     if warnings.height: print("warnings:\n" + "\n".join(f"  - {r['check']} {r['column']}: {r['detail']}" for r in warnings.iter_rows(named=True)))
+    print(f"{origin}\n{report.height} checks: {errors.height} errors, {warnings.height} warnings" + (" (listed above)" if warnings.height else ""))
     run.finish(passed=errors.height == 0, contract=origin)
     if errors.height:
-        lines = "\n".join(f"  - {r['check']} on '{r['column']}': {r['detail']}" for r in errors.iter_rows(named=True))
+        lines = "\n".join(f"  - {r['check']}" + (f" on '{r['column']}'" if r["column"] else "") + f": {r['detail']}" for r in errors.iter_rows(named=True))
         where = path if path is not None and path.is_file() else None
         raise MlnbError(f"the snapshot breaks the data contract:\n{lines}", where=f"step 01_validate ({run.dir/'tables'/'report.csv'})",
                         fix=f"fix the source data; or, if a rule is wrong, edit the contract{f' {where}' if where else ''} or the validate section of the config "

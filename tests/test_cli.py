@@ -191,3 +191,13 @@ def test_a_misspelt_pii_column_stops_the_data_step(cli, first_run, project):
     res = cli("run", "-p", "data.pii=[emial, phone]", "--steps", "00", "--run-id", "pii-typo", cwd=project)
     assert res.returncode == 1 and "data.pii lists 'emial', which is not a column; did you mean 'email'?" in res.stdout + res.stderr, res.stdout + res.stderr
     assert not list((project/"runs"/"pii-typo").rglob("snapshot.parquet"))
+
+def test_output_piped_into_head_stops_quietly():
+    "`mlnb models audit churn | head`: when the reader goes away, mlnb stops without a BrokenPipeError traceback."
+    import subprocess, sys
+    code = "import sys; from mlnb import cli; cli._models = lambda a: [print('x' * 100) for _ in range(100_000)] and 0; sys.exit(cli.main(['models']))"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline().startswith(b"xxx")
+    p.stdout.close()                                       # what `head -1` does after its line
+    err = p.stderr.read().decode(); p.wait(timeout=60)
+    assert p.returncode == 141 and "Traceback" not in err and "BrokenPipe" not in err, (p.returncode, err)

@@ -46,7 +46,9 @@ def test_drift_detected_retrained_promoted_served(cli, tmp_path):
         mon = cli("monitor", cwd=tmp_path, env=ENV)
         assert mon.returncode == 0, mon.stdout + mon.stderr
         assert "churn@v1: retrain recommended" in mon.stdout and "drift" in mon.stdout
-        report = json.loads(next((tmp_path/"runs").glob("monitor-*/08_monitor/report.json")).read_text())
+        path = next((tmp_path/"runs").glob("monitor-*/08_monitor/report.json"))
+        report = json.loads(path.read_text())
+        assert re.search(rf"^  details: \S*{re.escape(str(path.relative_to(tmp_path)))}$", mon.stdout, re.M), mon.stdout   # where the full report is
         assert report["rows"] == len(ids) and report["decision"]["retrain"] and report["performance"]["metric"]
 
         shutil.rmtree(tmp_path/"data"/"churn")    # the world moves on: the sources now hold the drifted population

@@ -168,6 +168,15 @@ def test_corrupted_version_is_refused(models, reg):
     res = models("promote", "toy", "v1")
     assert res.returncode == 2 and "model.txt: sha256 differs" in res.stderr
 
+def test_an_alias_moved_by_hand_is_refused(models, reg):
+    "aliases.json is held to the audit log wherever an alias is resolved: serving, predicting, showing; the listing warns."
+    set_alias(reg, "toy", "production", "v1", reason="first")
+    (reg/"toy"/"aliases.json").write_text('{"production": "v3"}')        # v3 failed its gate and was never promoted
+    assert "WARNING: aliases.json is not what the audit log records {'production': 'v1'}" in models("list").stdout
+    res = models("show", "toy@production")
+    assert res.returncode == 2 and "aliases.json says toy@production is v3, but the audit log records v1" in res.stderr, res.stderr
+    assert models("show", "toy@v1").returncode == 0                        # a version named outright is not an alias: still served
+
 def _edit(lines): lines[1] = lines[1].replace('"ci"', '"mallory"'); return lines
 def _delete(lines): return lines[:1] + lines[2:]
 def _reorder(lines): return [lines[0], lines[2], lines[1], *lines[3:]]

@@ -62,6 +62,7 @@ def test_force_reruns_and_override_invalidates(first_run, project, cli):
     rec = load_run(project, run_id_of(res))
     assert rec["steps"]["03_train"]["status"] == "ok"
     assert rec["steps"]["00_data"]["status"] == rec["steps"]["02_features"]["status"] == "reused"
+    assert rec["steps"]["01_validate"]["status"] in ("ok", "reused")      # validated (again) before anything is trained
     assert rec["steps"]["04_tune"]["status"] == "pending"
     assert "CV roc_auc" not in res.stdout               # a step shorter than $MLNB_PROGRESS_SECONDS (30) adds no progress line
     res = cli("run", "--steps", "02-04", "-p", "tune.n_trials=2", cwd=project, env={"MLNB_PROGRESS_SECONDS": "0"})
@@ -95,10 +96,14 @@ def test_failure_then_resume(project, cli, tmp_path):
     assert rec["steps"]["06_package"]["error"]["cell"] is not None
     assert rec["steps"]["07_deploy"]["status"] == "pending"
     before = {n: rec["steps"][n]["finished"] for n in STEP_NAMES[:6]}
+    ran = next(n for n in STEP_NAMES[:6] if rec["steps"][n]["status"] == "ok")
+    rec["steps"][ran]["wandb"]["status"] = "queued"             # as if Ctrl-C had cut its W&B logging short
+    (run_dir/"run.json").write_text(json.dumps(rec))
     blocker.unlink()
     res = cli("run", "--resume", "broken", cwd=project)
     assert res.returncode == 0, res.stdout + res.stderr
     rec = load_run(project, "broken")
+    assert rec["steps"][ran]["wandb"]["status"] == "logged", rec["steps"][ran]["wandb"]   # the resumed run logs it
     assert rec["status"] == "ok" and rec["resumed"] == 1
     assert {n: rec["steps"][n].get("finished") for n in STEP_NAMES[:6]} == before, "steps before the failure must not re-run"
     assert rec["steps"]["06_package"]["status"] == rec["steps"]["07_deploy"]["status"] == "ok"

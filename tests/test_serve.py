@@ -194,8 +194,8 @@ def test_a_request_the_log_cannot_read_costs_only_itself(tmp_path, caplog):
     log.add("toy", "v1", "r3", [{"plan": "c", "email": "u@v.w"}, {"plan": None, "email": None}], {"prediction": [0, 1], "probability": [0.2, 0.9]})
     log.close()
     logged = pl.read_parquet(next(tmp_path.rglob("*.parquet")))
-    assert logged.columns == ["time", "model", "version", "request_id", "plan", "prediction", "probability"]
-    assert logged.select("request_id", "plan", "prediction").rows() == [("r1", "a", 1), ("r3", "c", 0), ("r3", None, 1)]
+    assert logged.columns == ["time", "model", "version", "request_id", "plan", "prediction", "probability", "record"]
+    assert logged.select("request_id", "record", "plan", "prediction").rows() == [("r1", 0, "a", 1), ("r3", 0, "c", 0), ("r3", 1, None, 1)]   # labels join on (request_id, record)
     assert "1 of 3 requests could not be read" in caplog.text
     nothing = PredictionLog(tmp_path/"none", {"plan": pl.String}, batch_rows=10**6, seconds=60)
     nothing.add_json(b'[{"plan"', b'{', 1)
@@ -241,6 +241,7 @@ def test_graceful_shutdown_drains_in_flight_requests(models, workers):
         out = proc.communicate(timeout=30)[0]
         assert proc.returncode in (0, -signal.SIGTERM)   # uvicorn re-raises the signal after draining
         assert out.count("stopped serving churn@v1") == workers, out   # each worker says it has stopped
+        assert out.index(f"starting churn@v1 on {url} with {workers} worker(s)") < out.index(f"serving churn@v1 on {url}: ready (docs at {url}/docs)"), out
     finally:
         if proc.poll() is None: proc.kill()
 

@@ -201,6 +201,12 @@ def test_run_writes_contract_and_a_tightened_contract_fails_the_run(cli, tmp_pat
     assert rec["steps"]["00_data"]["status"] == "reused"
     tight = pl.read_csv(tmp_path/"runs"/"tight"/"01_validate"/"tables"/"report.csv")
     assert tight.filter(~pl.col("passed") & (pl.col("severity") == "error"))["column"].to_list() == ["monthly_charges"]
+    # the steps after validation validate first: no features, and so no model, from data that breaks its contract
+    res = cli("run", "--steps", "02-03", "--run-id", "skipped", cwd=tmp_path)
+    rec = json.loads((tmp_path/"runs"/"skipped"/"run.json").read_text())
+    assert res.returncode == 1 and "the snapshot breaks the data contract" in res.stdout, res.stdout
+    assert [rec["steps"][s]["status"] for s in ("00_data", "01_validate", "02_features", "03_train")] == ["reused", "failed", "pending", "pending"]
+    assert res.stdout.startswith("run skipped: 3 step(s), 1 upstream from earlier runs -> "), res.stdout   # 01-03 run, 00 is reused
 
     # a broken contract file is a clear error too, not a traceback
     project_contract.write_text(project_contract.read_text().replace("monthly_charges:\n", "monthly_charges:\n    maximum: 5\n"))
@@ -211,6 +217,6 @@ def test_run_writes_contract_and_a_tightened_contract_fails_the_run(cli, tmp_pat
     # a first snapshot that fails its checks does not become the reference
     project_contract.unlink()
     res = cli("run", "--steps", "01", "-p", "validate.min_rows=1000000", "--run-id", "small", cwd=tmp_path)
-    assert res.returncode == 1 and "min_rows on '': 3,000 rows (minimum 1,000,000)" in res.stdout, res.stdout
+    assert res.returncode == 1 and "  - min_rows: 3,000 rows (minimum 1,000,000)" in res.stdout, res.stdout
     assert not project_contract.exists()
     assert "not written because the snapshot fails its checks" in json.loads((tmp_path/"runs"/"small"/"01_validate"/"step.json").read_text())["summary"]["contract"]
