@@ -1022,13 +1022,15 @@ def say_when_ready(url:str,          # the service's base URL
                    line:str,         # what to print once it answers /ready
                    timeout:float=600):
     "Print `line` from a background thread once the service at `url` answers `/ready` (its workers have loaded and warmed up)."
-    import httpx
+    import ssl, urllib.request            # the standard library: a model package's service needs nothing more to say so
     url = url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")   # a wildcard bind is reached on loopback
+    tls = ssl.create_default_context(); tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE   # only asks whether it answers
     def watch():
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/ready", timeout=2, verify=False).status_code == 200: print(line, flush=True); return
+            with contextlib.suppress(OSError):                      # refused, not yet listening, 503 while warming up
+                with urllib.request.urlopen(f"{url}/ready", timeout=2, context=tls if url.startswith("https") else None) as r:
+                    if r.status == 200: print(line, flush=True); return
             time.sleep(0.2)
     threading.Thread(target=watch, daemon=True, name="mlnb-serve-ready").start()
 

@@ -64,7 +64,10 @@ def test_force_reruns_and_override_invalidates(first_run, project, cli):
     assert rec["steps"]["00_data"]["status"] == rec["steps"]["02_features"]["status"] == "reused"
     assert rec["steps"]["01_validate"]["status"] in ("ok", "reused")      # validated (again) before anything is trained
     assert rec["steps"]["04_tune"]["status"] == "pending"
-    assert "CV roc_auc" not in res.stdout               # a step shorter than $MLNB_PROGRESS_SECONDS (30) adds no progress line
+    assert not re.search(r"^\[\d+/\d+\] 03_train +\d+s  ", res.stdout, re.M), res.stdout   # shorter than $MLNB_PROGRESS_SECONDS (30): no progress line
+    lines = res.stdout.splitlines()                    # ... but its closing line (what it found) follows its "done"
+    done = next(i for i, l in enumerate(lines) if re.match(r"\[\d+/\d+\] 03_train +done ", l))
+    assert re.match(r"\[\d+/\d+\] 03_train +CV roc_auc 0\.\d{4} over 3 folds", lines[done + 1]), res.stdout
     res = cli("run", "--steps", "02-04", "-p", "tune.n_trials=2", cwd=project, env={"MLNB_PROGRESS_SECONDS": "0"})
     assert res.returncode == 0, res.stdout + res.stderr
     rec = load_run(project, run_id_of(res))
