@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_package.ipynb #82e41e53
 from __future__ import annotations
-import base64, contextlib, datetime as dt, fcntl, hashlib, json, os, platform, re, shutil, subprocess, sys, tempfile, warnings, zipfile
+import base64, contextlib, datetime as dt, fcntl, hashlib, json, os, platform, re, shutil, subprocess, sys, tempfile, time, warnings, zipfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 import numpy as np
@@ -63,9 +63,11 @@ def resolve(ref:str, registry:str|Path="registry")->Path:
     if tag not in ALIASES and not VERSION.fullmatch(tag): raise MlnbError(f"'{tag}' is not an alias ({', '.join(ALIASES)}) or a version like v3", where=ref)
     folder = model_dir(registry, name)
     if tag in ALIASES:
-        version = read_aliases(registry, name).get(tag)
+        for wait in (0.05, 0.2, None):      # a move in progress appends to the log, then writes the file: a moment apart
+            version, recorded = read_aliases(registry, name).get(tag), recorded_aliases(registry, name)
+            if not recorded or recorded.get(tag) == version or wait is None: break
+            time.sleep(wait)
         if not version: raise MlnbError(f"model '{name}' has no '{tag}' alias yet", where=str(folder), fix="run the pipeline (step 07 promotes) or `mlnb models promote`.")
-        recorded = recorded_aliases(registry, name)
         if recorded and recorded.get(tag) != version:
             raise MlnbError(f"aliases.json says {name}@{tag} is {version}, but the audit log records {recorded.get(tag) or 'no such alias'}: "
                             "the file was changed by hand", where=str(folder/"aliases.json"),
