@@ -269,13 +269,13 @@ def _serve(args)->int:
     if workers < 1: raise MlnbError(f"{workers} workers cannot serve", where="--workers / serve.workers", fix="use 1 or more (one per core is a good start).")
     if tls_key and not tls: raise MlnbError("a TLS key without a certificate", where="--ssl-keyfile", fix="give the certificate with --ssl-certfile too.")
     if tls: check_tls(tls, tls_key)
-    from mlnb.serve import load_keys, worker_socket
+    from mlnb.serve import load_keys, say_when_ready, worker_socket
     load_keys(settings)                                                 # before "serving": a missing key ring, no keys on a public address,
     worker_socket(settings.host, port).close()                         # a taken port or a bad address
     url = f"http{'s' if tls else ''}://{settings.host}:{port}"
     print(f"starting {package.name}@{package.version} on {url} with {workers} worker(s) ...", flush=True)
-    serve(settings, port, workers, tls, tls_key, cfg.graceful_shutdown_s, package if workers == 1 else None,
-          ready=f"serving {package.name}@{package.version} on {url}: ready (docs at {url}/docs)")
+    say_when_ready(settings.host, port, bool(tls), f"serving {package.name}@{package.version} on {url}: ready (docs at {url}/docs)")
+    serve(settings, port, workers, tls, tls_key, cfg.graceful_shutdown_s, package if workers == 1 else None)
     return 0
 
 def _predict(args)->int:

@@ -418,12 +418,12 @@ class PipelineRun:
                            timings=dict(total_s=round(time.perf_counter() - started, 3), tracking_wait_s=round(time.perf_counter() - t_wait, 3)))
         if failed: self.record["error"] = str(failed)
         self.save()
-        if failed and (getattr(failed, "config", False) or getattr(failed, "job", False)): self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}")   # its fix says what to do
-        elif failed and str(getattr(failed, "where", None) or "").startswith("config"):   # the runner's own check of the config: resuming would repeat it
-            self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}\n\n{NEW_RUN[0].upper()}{NEW_RUN[1:]}.")
-        elif failed: self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}\n\ncontinue with: mlnb run --resume {self.run_dir.name}\n"
-                               f"(a resumed run keeps its recorded config, {self.run_dir/'config.yaml'}; after changing the config or a -p "
-                               "override, start a new `mlnb run` instead: the steps whose inputs did not change are reused)")
+        if failed:
+            if getattr(failed, "config", False) or getattr(failed, "job", False): advice = ""                  # a failed step's fix says what to do
+            elif str(getattr(failed, "where", None) or "").startswith("config"): advice = f"\n\n{NEW_RUN.capitalize()}."   # resuming would repeat it
+            else: advice = (f"\n\ncontinue with: mlnb run --resume {self.run_dir.name}\n(a resumed run keeps its recorded config, {self.run_dir/'config.yaml'}; "
+                            "after changing the config or a -p override, start a new `mlnb run` instead: the steps whose inputs did not change are reused)")
+            self.echo(f"\nrun {self.run_dir.name} FAILED\n{failed}{advice}")
         else: self.echo(f"run {self.run_dir.name} ok in {self.record['timings']['total_s']:.1f}s -> {self.run_dir/'run.json'}")
         return self.record
 

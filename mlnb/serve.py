@@ -1018,12 +1018,13 @@ def run_workers(factory:str,        # "module:function" returning the app, impor
         for sig, handler in previous.items(): signal.signal(sig, handler)
     if failed: raise MlnbError(failed, fix="the other workers were stopped; fix the cause and start the service again.")
 
-def say_when_ready(url:str,          # the service's base URL
-                   line:str,         # what to print once it answers /ready
+def say_when_ready(host:str, port:int, tls:bool,   # where the service listens
+                   line:str,                         # what to print once it answers /ready
                    timeout:float=600):
-    "Print `line` from a background thread once the service at `url` answers `/ready` (its workers have loaded and warmed up)."
+    "Print `line` from a background thread once the service answers `/ready` (its workers have loaded and warmed up)."
     import ssl, urllib.request            # the standard library: a model package's service needs nothing more to say so
-    url = url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")   # a wildcard bind is reached on loopback
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)          # a wildcard bind is reached on loopback
+    url = f"http{'s' if tls else ''}://{f'[{host}]' if ':' in host else host}:{port}"
     tls = ssl.create_default_context(); tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE   # only asks whether it answers
     def watch():
         end = time.monotonic() + timeout
@@ -1035,12 +1036,10 @@ def say_when_ready(url:str,          # the service's base URL
     threading.Thread(target=watch, daemon=True, name="mlnb-serve-ready").start()
 
 def serve(settings:ServeSettings, port:int=8000, workers:int=1, ssl_certfile:str|None=None, ssl_keyfile:str|None=None,
-          graceful_s:float=10, package:ModelPackage|None=None,
-          ready:str|None=None):              # a line to print once the service answers /ready
+          graceful_s:float=10, package:ModelPackage|None=None):
     "Serve until stopped (SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush the prediction log)."
     import uvicorn
     load_keys(settings)                           # refuse early: no keys on a public address
-    if ready: say_when_ready(f"http{'s' if ssl_certfile else ''}://{settings.host if ':' not in settings.host else f'[{settings.host}]'}:{port}", ready)
     settings = settings._replace(workers=workers, watch_seconds=settings.watch_seconds or (FOLLOW_S if workers > 1 else 0.0))   # a reload reaches one worker
     kw = dict(host=settings.host, port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False,
               timeout_graceful_shutdown=graceful_s, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
